@@ -1,0 +1,297 @@
+"""Typed experiment schema: dataclasses, YAML + dot-list overrides, validation with clear errors.
+
+An experiment config expands into cells (dataset, n, split) — see `gdm.cells`. Every field carries a
+one-line comment with its meaning and unit. OmegaConf enforces the types and refuses unknown keys;
+`validate` adds the semantic checks (n ≤ |pool|/2, σ > 0, image sizes the model can take).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config key holds a value gdm cannot use; the message names the key and what is allowed."""
+
+
+@dataclass
+class DataConfig:
+    family: str = "disks"  # dataset family by registry name (gdm.data.families.FAMILIES)
+    image_size: int = 32  # side of the square grayscale images, pixels
+    pool_size: int = 2000  # images available to the A/B splits (after the test set is held out)
+    test_size: int = 200  # held-out test images, drawn first
+    seed: int = 0  # seed of synthesis and of the split permutation
+    source: Optional[str] = None  # folder or zip of real images (celeba, lsun, folder families)
+    shard_size: int = 1000  # images per webdataset shard
+    params: Dict[str, Any] = field(default_factory=dict)  # family-specific parameters (e.g. alpha)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "bf_unet"  # architecture by registry name (gdm.models.MODELS)
+    channels: int = 64  # width of the first block; doubles per level (BF-UNet), constant (BF-CNN)
+    blocks: int = 3  # encoder levels of the UNet (1, 2, 3, 4 for 20, 40, 80, 160 px in the paper)
+    layers: int = 21  # conv layers of BF-CNN (ignored by the UNet)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 440_000  # optimisation steps; the same budget for every n (SCIENCE.md)
+    batch_size: int = 512  # images per step, summed over all ranks
+    lr: float = 1e-3  # Adam learning rate at step 0
+    lr_halve_every: int = 44_000  # halve the learning rate every this many steps (0: never)
+    sigma_law: str = "squared_uniform"  # noise-level law: squared_uniform (σ = u², authors' code), uniform, log_uniform
+    sigma_min: float = 0.0  # lower end of the σ range, in image units ([0, 1] pixels)
+    sigma_max: float = 1.0  # upper end of the σ range
+    ema_decay: float = 0.0  # EMA decay of the weights used for evaluation (0: no EMA)
+    accelerator: str = "auto"  # lightning accelerator: auto, cpu, gpu
+    devices: int = 1  # processes per node (one per GPU); must equal SLURM tasks per node
+    num_nodes: int = 1  # nodes per training job
+    precision: str = "32-true"  # lightning precision: 32-true or bf16-mixed
+    channels_last: bool = False  # channels_last memory format (GPU speed switch)
+    compile: bool = False  # torch.compile the network
+    checkpoint_every: int = 1000  # write last.ckpt every this many steps
+    log_every: int = 50  # log the training loss every this many steps
+    val_every: int = 0  # validation PSNR every this many steps (0: only at the end)
+    num_workers: int = 0  # dataloader workers
+    in_memory: bool = True  # keep the cell's training set in (device) memory; False streams shards
+    seed: int = 0  # base seed; per-step seeds derive from (seed, cell, step, rank)
+
+
+@dataclass
+class SamplerConfig:
+    h0: float = 0.01  # step size h (Algorithm 1); initial h_0 under the increasing schedule
+    beta: float = 0.1  # noise injection β: γ_t² = ((1-βh)² - (1-h)²) σ_t²
+    sigma_0: float = 1.0  # standard deviation of the initial noise x_0
+    sigma_end: float = 0.05  # stop once the effective noise σ_t falls below this
+    mean: float = 0.5  # mean of the initial noise x_0 ~ N(mean, σ_0² I)
+    schedule: str = "constant"  # step-size schedule: constant, or increasing (h_t = h0 t / (1 + h0 (t-1)))
+    max_steps: int = 2000  # hard cap on iterations per sample
+    final_denoise: bool = True  # finish with one full denoising step x ← f(x)
+    diverge_sigma: float = 10.0  # flag a sample as diverged once σ_t exceeds this
+
+
+@dataclass
+class JacobianConfig:
+    enabled: bool = False  # compute Jacobian spectra during evaluation
+    num_images: int = 2  # test images analysed
+    sigmas: List[float] = field(default_factory=lambda: [0.15])  # noise levels of the analysis
+    chunk: int = 256  # VJPs per chunk (bounds memory)
+    num_eigenvectors: int = 8  # leading eigenvectors kept as images
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 256  # samples per model; seeds eval.seed .. eval.seed + num_samples - 1
+    seed: int = 0  # first sample seed (shared by A and B)
+    batch_size: int = 256  # samples generated at once
+    psnr_sigmas: List[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])  # noise levels of the PSNR curves
+    psnr_images: int = 64  # train and test images each used for the PSNR curves
+    memorization_threshold: float = 0.95  # a sample is memorized when its similarity to its nearest training image exceeds this
+    similarity: str = "correlation"  # headline similarity: cosine, correlation (mean removed) or l2
+    grid_samples: int = 8  # sample pairs drawn in figures
+    jacobian: JacobianConfig = field(default_factory=JacobianConfig)
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline (writes runs to disk), online, disabled
+    project: str = "gdm"  # W&B project
+    entity: Optional[str] = None  # W&B entity (team); None uses the default of the API key
+
+
+@dataclass
+class ResourcesConfig:
+    partition: Optional[str] = None  # SLURM partition
+    account: Optional[str] = None  # SLURM account
+    qos: Optional[str] = None  # SLURM quality of service
+    time_min: int = 60  # wall-clock limit, minutes
+    gpus_per_node: int = 0  # GPUs per node (one task per GPU)
+    tasks_per_node: int = 1  # SLURM tasks (processes) per node
+    nodes: int = 1  # nodes per job
+    cpus_per_task: int = 1  # CPU cores per task
+    mem_gb: float = 4.0  # memory per node, GiB
+    constraint: Optional[str] = None  # SLURM node constraint
+    setup: List[str] = field(default_factory=list)  # shell lines run before the job (module load …)
+
+
+@dataclass
+class LaunchConfig:
+    executor: str = "local"  # where jobs run: local (submitit subprocesses), slurm, inprocess
+    max_parallel: int = 1  # jobs running at once (local) / slurm_array_parallelism
+    poll_seconds: float = 2.0  # how often the driver polls running jobs
+    train: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of a training job
+    eval: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of an evaluation job
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "quickstart"  # experiment name: runs/<name>/, W&B group
+    root: str = "runs"  # folder holding every experiment's run directory
+    n_train: List[int] = field(default_factory=lambda: [1, 10, 100, 1000])  # training-set sizes
+    splits: List[str] = field(default_factory=lambda: ["A", "B"])  # disjoint splits per n
+    datasets: Dict[str, DataConfig] = field(default_factory=lambda: {"disks": DataConfig()})  # by name
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.root) / self.name
+
+
+CHOICES = {
+    "trainer.sigma_law": ("squared_uniform", "uniform", "log_uniform"),
+    "trainer.precision": ("32-true", "bf16-mixed"),
+    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
+    "sampler.schedule": ("constant", "increasing"),
+    "eval.similarity": ("cosine", "correlation", "l2"),
+    "wandb.mode": ("offline", "online", "disabled"),
+    "launch.executor": ("local", "slurm", "inprocess"),
+}
+
+
+def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> ExperimentConfig:
+    """Schema defaults ← YAML file ← `key=value` overrides, type-checked and validated."""
+    schema = OmegaConf.structured(ExperimentConfig)
+    layers: list[DictConfig] = []
+    if path is not None:
+        layers.append(_read_yaml(Path(path)))
+    layers.append(_parse_overrides(overrides))
+    try:
+        merged = OmegaConf.merge(schema, *layers)
+        cfg: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise ConfigError(_explain(err)) from None
+    validate(cfg)
+    return cfg
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/quickstart.yaml")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and OmegaConf's own parse errors
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file {path} must hold a mapping of keys (name:, n_train:, …), not a list")
+    return loaded
+
+
+def _parse_overrides(overrides: tuple[str, ...] | list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. trainer.max_steps=50)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_explain(err)) from None
+
+
+def _explain(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or "?"
+    msg = str(err).splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        return f"unknown config key '{key}': {msg}. See gdm/config.py for the allowed keys."
+    return f"config key '{key}': {msg}"
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Semantic checks that types alone cannot express; each error names its key."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is {value!r}; allowed values: {', '.join(allowed)}")
+    _check_grid(cfg)
+    _check_trainer(cfg.trainer)
+    _check_sampler(cfg.sampler)
+    for name, data in cfg.datasets.items():
+        _check_dataset(cfg, name, data)
+
+
+def _check_grid(cfg: ExperimentConfig) -> None:
+    if not cfg.name or "/" in cfg.name:
+        raise ConfigError(f"config key 'name' is {cfg.name!r}; use a non-empty name without '/'")
+    if not cfg.n_train or any(n < 1 for n in cfg.n_train):
+        raise ConfigError(f"config key 'n_train' is {cfg.n_train}; give one or more sizes ≥ 1")
+    if not cfg.splits or any(s not in ("A", "B") for s in cfg.splits) or len(set(cfg.splits)) != len(cfg.splits):
+        raise ConfigError(f"config key 'splits' is {cfg.splits}; allowed values: A, B (each at most once)")
+    if not cfg.datasets:
+        raise ConfigError("config key 'datasets' is empty; name at least one dataset (datasets.disks.family=disks)")
+
+
+def _check_trainer(t: TrainerConfig) -> None:
+    positive = {"max_steps": t.max_steps, "batch_size": t.batch_size, "lr": t.lr, "devices": t.devices,
+                "num_nodes": t.num_nodes, "checkpoint_every": t.checkpoint_every, "log_every": t.log_every}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key 'trainer.{key}' is {value}; it must be > 0")
+    if t.sigma_min < 0 or t.sigma_max <= t.sigma_min:
+        raise ConfigError(f"config keys 'trainer.sigma_min'/'trainer.sigma_max' are {t.sigma_min}/{t.sigma_max}; "
+                          "need 0 ≤ sigma_min < sigma_max")
+    if t.sigma_law == "log_uniform" and t.sigma_min <= 0:
+        raise ConfigError("config key 'trainer.sigma_min' must be > 0 when trainer.sigma_law=log_uniform")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"config key 'trainer.ema_decay' is {t.ema_decay}; allowed: 0 ≤ ema_decay < 1")
+    if t.batch_size % (t.devices * t.num_nodes):
+        raise ConfigError(f"config key 'trainer.batch_size' ({t.batch_size}) must be divisible by "
+                          f"trainer.devices × trainer.num_nodes ({t.devices * t.num_nodes})")
+
+
+def _check_sampler(s: SamplerConfig) -> None:
+    if not 0 < s.h0 <= 1:
+        raise ConfigError(f"config key 'sampler.h0' is {s.h0}; allowed: 0 < h0 ≤ 1")
+    if not 0 <= s.beta <= 1:
+        raise ConfigError(f"config key 'sampler.beta' is {s.beta}; allowed: 0 ≤ beta ≤ 1")
+    if s.sigma_0 <= 0 or s.sigma_end <= 0:
+        raise ConfigError(f"config keys 'sampler.sigma_0'/'sampler.sigma_end' are {s.sigma_0}/{s.sigma_end}; "
+                          "both must be > 0")
+    if s.max_steps <= 0:
+        raise ConfigError(f"config key 'sampler.max_steps' is {s.max_steps}; it must be > 0")
+
+
+def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:
+    from gdm.data.families import FAMILIES  # late import: the registry imports torch
+    from gdm.models import check_image_size
+
+    key = f"datasets.{name}"
+    if data.family not in FAMILIES:
+        raise ConfigError(f"config key '{key}.family' is {data.family!r}; allowed values: {', '.join(sorted(FAMILIES))}")
+    if data.image_size < 4:
+        raise ConfigError(f"config key '{key}.image_size' is {data.image_size}; it must be ≥ 4")
+    if data.test_size < 1 or data.pool_size < 2 or data.shard_size < 1:
+        raise ConfigError(f"config keys '{key}.test_size/pool_size/shard_size' must be ≥ 1, ≥ 2, ≥ 1")
+    largest = data.pool_size // 2
+    too_big = [n for n in cfg.n_train if n > largest]
+    if too_big:
+        raise ConfigError(f"config key 'n_train' holds {too_big}, larger than half of {key}.pool_size="
+                          f"{data.pool_size}; the largest n allowed is {largest} (A and B must be disjoint)")
+    try:
+        check_image_size(cfg.model, data.image_size)
+    except ValueError as err:
+        raise ConfigError(f"config key '{key}.image_size': {err}") from None
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML, as written next to the run."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain dict of a config dataclass (for hashing and logging)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
