@@ -1,0 +1,185 @@
+"""The `gdm` command: parse typed options, build one config, call one library function.
+
+    gdm run configs/quickstart.yaml                     # the whole grid: data → train → eval → report
+    gdm run configs/quickstart.yaml trainer.max_steps=50
+    gdm status configs/quickstart.yaml                  # pending / running / done / failed per cell
+    gdm report configs/quickstart.yaml                  # figures and tables from what is done
+    gdm train configs/quickstart.yaml --cell-index 3    # one cell (what a SLURM array task runs)
+    gdm eval configs/quickstart.yaml --pair-index 1     # one (dataset, n) pair
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from gdm.config import ConfigError, ExperimentConfig, load_config
+
+OVERRIDES_HELP = ("config overrides as dotted key=value pairs, applied after the YAML file, e.g. "
+                  "trainer.max_steps=50 'n_train=[1,10]' datasets.disks.image_size=32 wandb.mode=disabled")
+
+
+@dataclass(frozen=True)
+class CommonArgs:
+    """Options every subcommand shares."""
+
+    config: str  # YAML file of the experiment
+    overrides: tuple[str, ...]  # dotted key=value overrides
+    progress: bool  # show progress bars
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML file, e.g. configs/quickstart.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide progress bars (for logs and batch jobs)")
+
+
+def _index_option(parser: argparse.ArgumentParser, name: str, what: str) -> None:
+    parser.add_argument(f"--{name}-index", type=int, default=None, dest="index",
+                        help=f"position of the {what} in `gdm cells` order; defaults to $SLURM_ARRAY_TASK_ID "
+                             "inside a SLURM array task")
+    parser.add_argument(f"--{name}", default=None, dest="item_id",
+                        help=f"the {what} by id as `gdm cells` prints it (alternative to --{name}-index)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = {
+        "run": "run the whole grid: prepare data, train every cell not done, evaluate each pair as soon as both "
+               "of its cells are done, then write the report. Idempotent: a second run skips what is done.",
+        "train": "train one cell in this process (resumes from its last.ckpt); what a SLURM array task runs",
+        "eval": "evaluate one (dataset, n) pair in this process; both of its cells must be done",
+        "status": "print the state, job id, step and last error of every cell and eval pair",
+        "report": "write figures and tables across the pairs evaluated so far to runs/<name>/report/",
+        "prepare": "prepare (generate or import) every dataset of the config as webdataset shards",
+        "cells": "list the cells and eval pairs with their array indices (for sbatch --array ranges)",
+    }
+    for name, text in commands.items():
+        command = sub.add_parser(name, help=text, description=text)
+        _add_common(command)
+        if name == "train":
+            _index_option(command, "cell", "cell")
+        if name == "eval":
+            _index_option(command, "pair", "eval pair")
+        if name == "run":
+            command.add_argument("--dry-run", action="store_true",
+                                 help="print the resolved config and the cells without running anything")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        return COMMANDS[args.command](cfg, args)
+    except ConfigError as err:
+        print(f"gdm: config error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"gdm {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from gdm.cells import expand_cells
+    from gdm.config import to_yaml
+
+    if args.dry_run:
+        print(to_yaml(cfg))
+        print("\n".join(cell.cell_id for cell in expand_cells(cfg)))
+        return 0
+    from gdm.report import make_report
+    from launch.grid import run_grid
+
+    summary = run_grid(cfg, progress=args.progress)
+    report_dir = make_report(cfg)
+    print(_format_summary(summary, cfg, report_dir))
+    return 1 if summary.get("failed") else 0
+
+
+def _format_summary(summary: dict, cfg: ExperimentConfig, report_dir) -> str:
+    counts = ", ".join(f"{key} {len(v) if isinstance(v, (list, tuple)) else v}" for key, v in summary.items())
+    return f"gdm run {cfg.name}: {counts}\nrun directory: {cfg.run_dir}\nreport: {report_dir}"
+
+
+def _pick(items: list, args: argparse.Namespace, get_id: Callable, what: str):
+    """The item named by --X-index / --X (or $SLURM_ARRAY_TASK_ID), with a clear error otherwise."""
+    if args.item_id is not None:
+        matches = [item for item in items if get_id(item) == args.item_id]
+        if not matches:
+            raise ValueError(f"no {what} with id {args.item_id!r}; `gdm cells CONFIG` lists them")
+        return matches[0]
+    index = args.index if args.index is not None else os.environ.get("SLURM_ARRAY_TASK_ID")
+    if index is None:
+        raise ValueError(f"give --{what}-index or --{what} (or run inside a SLURM array task)")
+    index = int(index)
+    if not 0 <= index < len(items):
+        raise ValueError(f"--{what}-index {index} is out of range: this config has {len(items)} {what}s (0…{len(items) - 1})")
+    return items[index]
+
+
+def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from gdm.cells import expand_cells
+    from launch.task import run_train_task
+
+    cell = _pick(expand_cells(cfg), args, lambda c: c.cell_id, "cell")
+    run_train_task(cfg, cell, progress=args.progress)
+    return 0
+
+
+def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from gdm.cells import expand_pairs
+    from launch.task import run_eval_task
+
+    pair = _pick(expand_pairs(cfg), args, lambda p: p.pair_id, "pair")
+    run_eval_task(cfg, pair, progress=args.progress)
+    return 0
+
+
+def _status(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from launch.status import format_status, status_rows
+
+    print(format_status(status_rows(cfg)))
+    return 0
+
+
+def _report(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from gdm.report import make_report
+
+    print(f"report written to {make_report(cfg)}")
+    return 0
+
+
+def _prepare(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from gdm.data.prepare import prepare_dataset
+
+    for name, data in cfg.datasets.items():
+        manifest = prepare_dataset(data, cfg.run_dir / "data" / name, progress=args.progress)
+        print(f"{name}: {manifest.get('test_size')} test + {manifest.get('pool_size')} pool images in {cfg.run_dir / 'data' / name}")
+    return 0
+
+
+def _cells(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from gdm.cells import expand_cells, expand_pairs
+
+    cells, pairs = expand_cells(cfg), expand_pairs(cfg)
+    print(f"# {len(cells)} training cells: sbatch --array=0-{len(cells) - 1} slurm/train_array.sbatch CONFIG")
+    print("\n".join(f"{i}\t{cell.cell_id}" for i, cell in enumerate(cells)))
+    print(f"# {len(pairs)} eval pairs: sbatch --array=0-{len(pairs) - 1} slurm/eval_array.sbatch CONFIG")
+    print("\n".join(f"{i}\t{pair.pair_id}" for i, pair in enumerate(pairs)))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[ExperimentConfig, argparse.Namespace], int]] = {
+    "run": _run, "train": _train, "eval": _eval, "status": _status,
+    "report": _report, "prepare": _prepare, "cells": _cells,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Config schema: YAML + overrides, and errors that name the offending key and the allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gdm.config import ConfigError, load_config, to_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_loads_with_override():
+    cfg = load_config(REPO / "configs/quickstart.yaml", ["trainer.max_steps=50", "n_train=[1,10]"])
+    assert cfg.trainer.max_steps == 50
+    assert cfg.n_train == [1, 10]
+    assert cfg.datasets["disks"].image_size == 32
+
+
+def test_resolved_yaml_round_trips(tmp_path):
+    cfg = load_config(REPO / "configs/quickstart.yaml", ["sampler.h0=0.2"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(to_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["trainer.max_stepz=5"], ["trainer.max_stepz", "unknown"]),
+        (["trainer.max_steps=lots"], ["trainer.max_steps"]),
+        (["trainer.sigma_min=-0.1"], ["trainer.sigma_min", "0 ≤ sigma_min"]),
+        (["n_train=[5000]"], ["n_train", "largest n allowed is 1000"]),
+        (["datasets.disks.image_size=30"], ["datasets.disks.image_size", "divisible"]),
+        (["datasets.disks.family=faces"], ["datasets.disks.family", "disks"]),
+        (["trainer.precision=16"], ["trainer.precision", "bf16-mixed"]),
+        (["launch.executor=kubernetes"], ["launch.executor", "slurm"]),
+        (["splits=[A,C]"], ["splits", "A, B"]),
+        (["sampler.sigma_end=0"], ["sampler.sigma_end"]),
+        (["model.name=transformer"], ["image_size", "transformer"]),
+        (["trainer.batch_size=33", "trainer.devices=2"], ["trainer.batch_size", "divisible"]),
+        (["max_steps"], ["key=value"]),
+    ],
+)
+def test_bad_values_name_their_key(overrides, fragments):
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO / "configs/quickstart.yaml", overrides)
+    for fragment in fragments:
+        assert fragment in str(caught.value), str(caught.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("trainer:\n  warmup: 3\n")
+    with pytest.raises(ConfigError, match="trainer.warmup"):
+        load_config(unknown)
