@@ -276,6 +276,10 @@ def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:
         raise ConfigError(f"config key 'n_train' holds {too_big}, larger than half of {key}.pool_size="
                           f"{data.pool_size}; the largest n allowed is {largest} (A and B must be disjoint)")
     try:
+        FAMILIES[data.family].resolve_params(data, key=key)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
         check_image_size(cfg.model, data.image_size)
     except ValueError as err:
         raise ConfigError(f"config key '{key}.image_size': {err}") from None

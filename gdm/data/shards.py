@@ -1,0 +1,116 @@
+"""WebDataset tar shards (plain POSIX tars, written with tarfile) of one split: each sample is key "%08d" (its position in the split, no dots),
+`img.npy` (uint8 [H, W]), `index.txt` (the same position, a self-check), `params.npy` when the family has
+generating parameters. Each shard is written atomically and its sha256 recorded by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gdm.data.errors import DataError
+from gdm.io import atomic_write
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """The .npy encoding of `array` (no pickles)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:06d}.tar"
+
+
+def sample_key(position: int) -> str:
+    return f"{position:08d}"
+
+
+def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    """Add one file; mtime 0 and fixed owner so that reruns write byte-identical shards (same sha256)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(payload), 0, 0o444
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def write_shard(path: Path, images: np.ndarray, params: np.ndarray | None, start: int) -> None:
+    """Write images (positions start, start+1, ...) and their params as one tar, atomically."""
+
+    def write(handle) -> None:
+        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for offset, image in enumerate(images):
+                key = sample_key(start + offset)
+                add_member(tar, f"{key}.img.npy", npy_bytes(image))
+                add_member(tar, f"{key}.index.txt", str(start + offset).encode())
+                if params is not None:
+                    add_member(tar, f"{key}.params.npy", npy_bytes(params[offset]))
+
+    atomic_write(path, write)
+
+
+def write_split(
+    directory: Path, split: str, images: np.ndarray, params: np.ndarray | None, shard_size: int, progress=False
+) -> list[dict]:
+    """Write a split as shards of shard_size images; returns [{name, count, sha256}] in order."""
+    records = []
+    starts = range(0, len(images), shard_size)
+    for number, start in enumerate(tqdm(starts, desc=f"shards {split}", disable=not progress)):
+        path = Path(directory) / shard_name(split, number)
+        chunk = slice(start, start + shard_size)
+        write_shard(path, images[chunk], None if params is None else params[chunk], start)
+        records.append({"name": path.name, "count": len(images[chunk]), "sha256": file_sha256(path)})
+    return records
+
+
+def file_sha256(path: Path, block: int = 1 << 22) -> str:
+    """sha256 of a file's bytes, read in 4 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_shard(path: Path) -> Iterator[dict]:
+    """Yield {key, image, params, index} per sample of one shard; DataError naming the file if malformed."""
+    try:
+        with tarfile.open(path) as tar:
+            sample: dict = {}
+            for member in tar:
+                key, _, field = member.name.partition(".")
+                if sample and key != sample["key"]:
+                    yield _finish(sample, path)
+                    sample = {}
+                sample.update(key=key)
+                sample[field] = tar.extractfile(member).read()
+            if sample:
+                yield _finish(sample, path)
+    except DataError:
+        raise
+    except (tarfile.TarError, OSError, ValueError, KeyError) as err:
+        raise DataError(f"shard {path} is unreadable ({err}); delete its data folder and prepare again") from err
+
+
+def _finish(sample: dict, path: Path) -> dict:
+    index = int(sample["index.txt"])
+    if sample_key(index) != sample["key"]:
+        raise DataError(f"shard {path}: sample {sample['key']} claims index {index}; the shard is corrupt")
+    params = np.load(io.BytesIO(sample["params.npy"])) if "params.npy" in sample else None
+    return {"key": sample["key"], "index": index, "image": np.load(io.BytesIO(sample["img.npy"])), "params": params}
+
+
+def read_split(directory: Path, records: list[dict], size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode all shards of a split into (uint8 [N, size, size], params [N, P] or None); checks the order."""
+    samples = [s for record in records for s in read_shard(Path(directory) / record["name"])]
+    if [s["index"] for s in samples] != list(range(len(samples))):
+        raise DataError(f"shards in {directory} do not hold positions 0..{len(samples) - 1} in order; prepare again")
+    images = np.stack([s["image"] for s in samples]) if samples else np.zeros((0, size, size), np.uint8)
+    params = np.stack([s["params"] for s in samples]) if samples and samples[0]["params"] is not None else None
+    return images, params

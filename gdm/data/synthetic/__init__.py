@@ -1,0 +1,1 @@
+"""Synthetic image families with known structure (disks, C^alpha, sines, Gaussian fields, transforms)."""
