@@ -93,11 +93,10 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
         print(to_yaml(cfg))
         print("\n".join(cell.cell_id for cell in expand_cells(cfg)))
         return 0
-    from gdm.report import make_report
     from launch.grid import run_grid
 
-    summary = run_grid(cfg, progress=args.progress)
-    report_dir = make_report(cfg)
+    summary = run_grid(cfg, progress=args.progress)  # ends with gdm.report.make_report
+    report_dir = cfg.run_dir / "report"
     print(_format_summary(summary, cfg, report_dir))
     return 1 if summary.get("failed") else 0
 

@@ -1,0 +1,194 @@
+"""Orchestration with tiny stand-ins for data, training and evaluation (seconds, no torch work).
+
+The stand-ins record when each cell and pair starts and ends, so the tests can check that a pair's
+evaluation never starts before both of its cells are done, on the in-process and local executors.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cloudpickle
+import pytest
+from omegaconf import OmegaConf
+
+from gdm.cells import CellState, expand_cells, expand_pairs, mark_done, read_status, write_status
+from gdm.config import ExperimentConfig
+from launch.executors import _slurm_parameters, make_executor
+from launch.grid import run_grid
+from launch.jobs import EvalJob, TrainJob
+from launch.slurm_env import SlurmEnv, read_slurm_env
+from launch.status import format_status, status_rows
+from launch.steps import GridSteps
+from launch.task import ddp_config, run_train_task
+
+# The local executor unpickles the stand-ins in fresh processes that cannot import this test module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def tiny_cfg(tiny_overrides: list[str], *extra: str) -> ExperimentConfig:
+    """The tiny config, without `validate` (whose model/data registries other modules provide)."""
+    merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.from_dotlist([*tiny_overrides, *extra]))
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def _event(cfg: ExperimentConfig, **fields) -> None:
+    with open(cfg.run_dir / "events.jsonl", "a") as handle:  # one short append per event: atomic enough
+        handle.write(json.dumps({**fields, "t": time.time()}) + "\n")
+
+
+def events(cfg: ExperimentConfig) -> list[dict]:
+    path = cfg.run_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@dataclass
+class FakeFit:
+    fail: tuple[str, ...] = ()  # cell ids that raise
+    delay: float = 0.05
+
+    def __call__(self, cfg, cell, *, progress=False, plugins=None) -> Path:
+        _event(cfg, kind="train", id=cell.cell_id, what="start")
+        time.sleep(self.delay)
+        if cell.cell_id in self.fail:
+            raise RuntimeError(f"boom in {cell.cell_id}")
+        (cell.directory(cfg) / "metrics.jsonl").write_text(json.dumps({"step": cfg.trainer.max_steps}) + "\n")
+        mark_done(cell.directory(cfg), step=cfg.trainer.max_steps)
+        _event(cfg, kind="train", id=cell.cell_id, what="end")
+        return cell.directory(cfg)
+
+
+@dataclass
+class FakeEval:
+    def __call__(self, cfg, pair, *, progress=False) -> dict:
+        _event(cfg, kind="eval", id=pair.pair_id, what="start")
+        mark_done(pair.directory(cfg))
+        return {}
+
+
+def fake_prepare(data, data_dir: Path, *, progress: bool = False) -> dict:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return {}
+
+
+def fake_steps(fail: tuple[str, ...] = (), delay: float = 0.05) -> GridSteps:
+    return GridSteps(prepare=fake_prepare, fit=FakeFit(fail, delay), evaluate=FakeEval(), report=None)
+
+
+def assert_evals_after_cells(cfg: ExperimentConfig) -> None:
+    log = events(cfg)
+    ends = {e["id"]: e["t"] for e in log if e["kind"] == "train" and e["what"] == "end"}
+    for pair in expand_pairs(cfg):
+        starts = [e["t"] for e in log if e["kind"] == "eval" and e["id"] == pair.pair_id]
+        for start in starts:
+            assert all(c.cell_id in ends and ends[c.cell_id] <= start for c in pair.cells), pair.pair_id
+
+
+def test_inprocess_grid_trains_then_evaluates(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides)
+    summary = run_grid(cfg, progress=False, steps=fake_steps())
+    assert len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2
+    assert not summary["failed"] and not summary["skipped"]
+    assert (cfg.run_dir / "config.yaml").read_text().startswith("name: tiny")
+    assert_evals_after_cells(cfg)
+    assert all(read_status(c.directory(cfg))["job_id"] for c in expand_cells(cfg))
+
+
+def test_local_executor_pool(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides, "launch.executor=local", "launch.max_parallel=2", "launch.poll_seconds=0.2")
+    summary = run_grid(cfg, progress=False, steps=fake_steps(delay=0.5))
+    assert len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2, summary
+    assert_evals_after_cells(cfg)
+    job_ids = {read_status(c.directory(cfg))["job_id"] for c in expand_cells(cfg)}
+    assert len(job_ids) == 4  # one local process per cell
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "local"])
+def test_failed_cell_is_recorded_and_its_pair_skipped(tiny_overrides, executor):
+    cfg = tiny_cfg(tiny_overrides, f"launch.executor={executor}", "launch.poll_seconds=0.2")
+    bad = expand_cells(cfg)[3]  # n=4, split B
+    summary = run_grid(cfg, progress=False, steps=fake_steps(fail=(bad.cell_id,)))
+    assert summary["failed"] == [bad.cell_id]
+    record = read_status(bad.directory(cfg))
+    assert record["state"] == CellState.FAILED.value and f"boom in {bad.cell_id}" in record["error"]
+    assert len(summary["trained"]) == 3
+    pair_n1, pair_n4 = expand_pairs(cfg)
+    assert summary["evaluated"] == [pair_n1.pair_id] and summary["skipped"] == [pair_n4.pair_id]
+
+
+def test_rerun_submits_nothing(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides)
+    run_grid(cfg, progress=False, steps=fake_steps())
+    before = len(events(cfg))
+    start = time.time()
+    summary = run_grid(cfg, progress=False, steps=fake_steps(fail=tuple(c.cell_id for c in expand_cells(cfg))))
+    assert time.time() - start < 5
+    assert len(events(cfg)) == before
+    assert summary["already_done"] == 6 and not summary["trained"] and not summary["failed"]
+
+
+def test_killed_and_failed_cells_are_resubmitted(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides)
+    cells = expand_cells(cfg)
+    mark_done(cells[0].directory(cfg))
+    write_status(cells[1].directory(cfg), state="running", job_id="12345")  # its job was killed
+    write_status(cells[2].directory(cfg), state="failed", error="out of memory")
+    summary = run_grid(cfg, progress=False, steps=fake_steps())
+    assert sorted(summary["trained"]) == sorted(c.cell_id for c in cells[1:])
+    assert read_status(cells[2].directory(cfg))["error"] is None
+
+
+def test_status_rows_and_table(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides)
+    bad = expand_cells(cfg)[1]
+    run_grid(cfg, progress=False, steps=fake_steps(fail=(bad.cell_id,)))
+    rows = status_rows(cfg)
+    assert [r["kind"] for r in rows] == ["train"] * 4 + ["eval"] * 2
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[bad.cell_id]["state"] == "failed" and "boom" in by_id[bad.cell_id]["error"]
+    assert by_id[expand_cells(cfg)[0].cell_id]["step"] == cfg.trainer.max_steps
+    table = format_status(rows)
+    assert table.splitlines()[0].split()[:3] == ["kind", "id", "state"]
+    assert table.splitlines()[-1] == "4 done, 1 failed, 1 pending"
+
+
+def test_jobs_requeue_as_fresh_copies(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides)
+    cell, pair = expand_cells(cfg)[0], expand_pairs(cfg)[0]
+    for job in (TrainJob(cfg, cell, FakeFit()), EvalJob(cfg, pair, FakeEval())):
+        delayed = job.checkpoint()
+        assert delayed.function == job and delayed.function is not job
+        assert not delayed.args and not delayed.kwargs
+
+
+def test_train_task_records_slurm_ids_and_ddp_shape(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides)
+    cell = expand_cells(cfg)[0]
+    seen = {}
+
+    def fit(cfg_in, cell_in, *, progress=False, plugins=None):
+        seen.update(devices=cfg_in.trainer.devices, plugins=plugins, record=read_status(cell_in.directory(cfg_in)))
+        return cell_in.directory(cfg_in)
+
+    env = read_slurm_env({"SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1",
+                          "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_PROCID": "0"})
+    run_train_task(cfg, cell, fit=fit, env=env)
+    assert seen["record"]["job_id"] == "77_1" and seen["record"]["array_task_id"] == 1
+    assert seen["record"]["state"] == "running" and seen["devices"] == 2
+    assert type(seen["plugins"][0]).__name__ == "SLURMEnvironment"
+    assert ddp_config(cfg, SlurmEnv()) is cfg
+
+
+def test_slurm_parameters_and_registry(tmp_path, tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides, "launch.train.partition=gpu", "launch.train.gpus_per_node=4",
+                   "launch.train.tasks_per_node=4", "launch.train.setup=[module load cuda]")
+    params = _slurm_parameters(cfg.launch.train, max_parallel=8)
+    assert params["slurm_partition"] == "gpu" and params["gpus_per_node"] == 4 and params["tasks_per_node"] == 4
+    assert params["slurm_array_parallelism"] == 8 and params["slurm_setup"] == ["module load cuda"]
+    assert "slurm_account" not in params and "gpus_per_node" not in _slurm_parameters(replace(cfg.launch.train, gpus_per_node=0), 1)
+    with pytest.raises(ValueError, match="unknown executor"):
+        make_executor("kubernetes", tmp_path, cfg.launch.train)

@@ -1,0 +1,223 @@
+"""End-to-end on a real SLURM cluster (the one-node cluster of slurm/start_local_cluster.sh).
+
+Skipped unless `sinfo` answers with a usable node. The driver runs here; jobs run through sbatch.
+The cluster has no accounting, so outcomes are read from the run directories.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cloudpickle
+import pytest
+from test_launch import FakeEval, _event, assert_evals_after_cells, events, fake_prepare, fake_steps, tiny_cfg
+
+from gdm.cells import expand_cells, expand_pairs, mark_done, read_status
+from launch.grid import run_grid
+from launch.steps import GridSteps
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # stand-ins travel by value
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+# Small jobs so that two fit on the 2-CPU test node at once.
+SLURM_OVERRIDES = ["launch.executor=slurm", "launch.max_parallel=2", "launch.poll_seconds=1",
+                   "launch.train.cpus_per_task=1", "launch.train.mem_gb=1", "launch.train.time_min=20",
+                   "launch.eval.cpus_per_task=1", "launch.eval.mem_gb=1", "launch.eval.time_min=20"]
+
+
+def _cluster_up() -> bool:
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
+    except (subprocess.SubprocessError, OSError):
+        return False
+    return any(s.strip().rstrip("*") in ("idle", "mixed", "allocated", "completing") for s in out.split())
+
+
+@pytest.fixture(autouse=True)
+def cluster():
+    if not _cluster_up():
+        pytest.skip("no SLURM cluster up (start one as root: bash slurm/start_local_cluster.sh)")
+
+
+@pytest.fixture
+def real_steps():
+    for module in ("gdm.train", "gdm.evaluate", "gdm.data.prepare", "gdm.report"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not written yet")
+    return GridSteps()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the jobs (sbatch exports the environment)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+def slurm_cfg(tiny_overrides, *extra):
+    return tiny_cfg(tiny_overrides, *SLURM_OVERRIDES, *extra)
+
+
+def numbers(obj, prefix=""):
+    """Every number in a JSON document, by its path (for comparing two runs' results)."""
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in numbers(value, f"{prefix}/{key}").items()}
+    if isinstance(obj, list):
+        return {k: v for i, value in enumerate(obj) for k, v in numbers(value, f"{prefix}/{i}").items()}
+    return {prefix: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.2)
+
+
+# --- orchestration with stand-ins: runs whether or not training exists yet ---------------------
+
+def test_grid_of_stand_ins_runs_as_arrays_and_waits_for_cells(tiny_overrides):
+    cfg = slurm_cfg(tiny_overrides)
+    bad = expand_cells(cfg)[3]
+    summary = run_grid(cfg, progress=False, steps=fake_steps(fail=(bad.cell_id,), delay=2.0))
+    assert summary["failed"] == [bad.cell_id] and len(summary["trained"]) == 3
+    pair_n1, pair_n4 = expand_pairs(cfg)
+    assert summary["evaluated"] == [pair_n1.pair_id] and summary["skipped"] == [pair_n4.pair_id]
+    records = [read_status(c.directory(cfg)) for c in expand_cells(cfg)]
+    assert sorted(r["array_task_id"] for r in records) == [0, 1, 2, 3]  # one array of 4 tasks
+    assert all(r["job_id"] == f"{r['array_job_id']}_{r['array_task_id']}" for r in records)
+    assert "boom" in records[3]["error"]
+    assert_evals_after_cells(cfg)
+    again = run_grid(cfg, progress=False, steps=fake_steps(delay=0.1))  # retries the failed cell only
+    assert again["trained"] == [bad.cell_id] and again["evaluated"] == [pair_n4.pair_id]
+
+
+@dataclass
+class StepFit:
+    """A stand-in training loop that 'checkpoints' its step to a file and resumes from it."""
+
+    steps: int = 30
+
+    def __call__(self, cfg, cell, *, progress=False, plugins=None):
+        ckpt = cell.directory(cfg) / "last.ckpt"
+        step = int(ckpt.read_text()) if ckpt.exists() else 0
+        _event(cfg, kind="train", id=cell.cell_id, what="start", step=step)
+        while step < self.steps:
+            time.sleep(0.5)
+            step += 1
+            ckpt.write_text(str(step))
+        mark_done(cell.directory(cfg), step=step)
+        return cell.directory(cfg)
+
+
+def test_stand_in_preemption_requeues_and_resumes(tiny_overrides):
+    cfg = slurm_cfg(tiny_overrides, "n_train=[1]", "splits=[A]")
+    cell = expand_cells(cfg)[0]
+    result: dict = {}
+    steps = GridSteps(prepare=fake_prepare, fit=StepFit(), evaluate=FakeEval(), report=None)
+    driver = threading.Thread(target=lambda: result.update(run_grid(cfg, progress=False, steps=steps)))
+    driver.start()
+    ckpt = cell.directory(cfg) / "last.ckpt"
+    _wait_for(lambda: ckpt.exists() and int(ckpt.read_text() or 0) >= 3, 120, "a few steps")
+    job_id = _job_of(cfg, cell)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    driver.join(timeout=400)  # SLURM holds a requeued job ~2 min before it starts again
+    assert not driver.is_alive() and result["trained"] == [cell.cell_id], result
+    starts = [e for e in events(cfg) if e["kind"] == "train" and e["what"] == "start"]
+    assert len(starts) == 2 and starts[0]["step"] == 0 and starts[1]["step"] >= 3  # resumed, not restarted
+    assert _job_of(cfg, cell) == job_id  # the same job, requeued
+
+
+# --- the real pipeline ---------------------------------------------------------------------------
+
+def test_grid_on_slurm_equals_inprocess(tiny_overrides, tmp_path, real_steps):
+    cfg = slurm_cfg(tiny_overrides)
+    summary = run_grid(cfg, progress=False)
+    assert not summary["failed"] and len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2
+    for cell in expand_cells(cfg):
+        assert read_status(cell.directory(cfg))["array_task_id"] is not None
+    for pair in expand_pairs(cfg):  # each evaluation started after both of its cells ended
+        started = read_status(pair.directory(cfg))["started"]
+        assert all((c.directory(cfg) / "DONE").stat().st_mtime <= started for c in pair.cells)
+    local = tiny_cfg([*tiny_overrides, f"root={tmp_path / 'inprocess'}"])
+    run_grid(local, progress=False)
+    for pair in expand_pairs(cfg):
+        ours = numbers(json.loads((pair.directory(cfg) / "results.json").read_text()))
+        theirs = numbers(json.loads((pair.directory(local) / "results.json").read_text()))
+        assert ours.keys() == theirs.keys() and ours == pytest.approx(theirs, rel=1e-5, abs=1e-6)
+
+
+def test_two_task_ddp_job(tiny_overrides, real_steps):
+    from launch.executors import make_executor
+    from launch.jobs import TrainJob
+
+    cfg = slurm_cfg(tiny_overrides, "n_train=[4]", "splits=[A]", "launch.train.tasks_per_node=2")
+    cell = expand_cells(cfg)[0]
+    for name, data in cfg.datasets.items():
+        real_steps.prepare(data, cfg.run_dir / "data" / name)
+    executor = make_executor("slurm", cfg.run_dir / "jobs" / "%j", cfg.launch.train, 1)
+    job = executor.submit(TrainJob(cfg, cell))
+    _wait_for(lambda: job.paths.result_pickle.exists() or read_status(cell.directory(cfg))["state"] == "done",
+              300, "the DDP job")
+    record = read_status(cell.directory(cfg))
+    assert record["state"] == "done", (record, job.paths.stderr.read_text() if job.paths.stderr.exists() else "")
+    assert record["world_size"] == 2
+
+
+def _job_of(cfg, cell) -> str:
+    return str(read_status(cell.directory(cfg)).get("job_id"))
+
+
+def test_preempted_job_requeues_and_killed_job_is_resubmitted(tiny_overrides, tmp_path, real_steps):
+    long = ["n_train=[1]", "trainer.max_steps=1500", "trainer.checkpoint_every=50", "trainer.log_every=50"]
+    cfg = slurm_cfg(tiny_overrides, *long)
+    preempted, killed = expand_cells(cfg)
+    result: dict = {}
+    driver = threading.Thread(target=lambda: result.update(run_grid(cfg, progress=False)))
+    driver.start()
+    for cell in (preempted, killed):
+        _wait_for(lambda c=cell: (c.directory(cfg) / "last.ckpt").exists(), 240, f"{cell.cell_id} checkpoint")
+    subprocess.run(["scancel", "--signal=USR2", _job_of(cfg, preempted)], check=True)
+    subprocess.run(["scancel", _job_of(cfg, killed)], check=True)
+    driver.join(timeout=480)  # the requeued job waits ~2 min before it starts again
+    assert not driver.is_alive()
+    assert result["trained"] == [preempted.cell_id] and result["failed"] == [killed.cell_id]
+    done_job = _job_of(cfg, preempted)
+    again = run_grid(cfg, progress=False)
+    assert again["trained"] == [killed.cell_id] and _job_of(cfg, preempted) == done_job
+    reference = tiny_cfg([*tiny_overrides, *long, f"root={tmp_path / 'reference'}"])
+    run_grid(reference, progress=False)
+    import torch
+
+    for cell in (preempted, killed):
+        ours = torch.load(cell.directory(cfg) / "model.pt", weights_only=True)
+        theirs = torch.load(cell.directory(reference) / "model.pt", weights_only=True)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_hand_submitted_array(tiny_overrides, tmp_path, real_steps):
+    cfg = slurm_cfg(tiny_overrides)
+    for name, data in cfg.datasets.items():
+        real_steps.prepare(data, cfg.run_dir / "data" / name)
+    env = {**os.environ, "GDM": f"{sys.executable} -m gdm.cli"}
+    sbatch = ["sbatch", "--wait", "--array=0-3", "--mem=1G", "--cpus-per-task=1", "--time=20",
+              f"--output={tmp_path}/train-%A_%a.out", "slurm/train_array.sbatch", "configs/quickstart.yaml",
+              *tiny_overrides]
+    done = subprocess.run(sbatch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    logs = "\n".join(p.read_text() for p in tmp_path.glob("train-*.out"))
+    assert done.returncode == 0, done.stderr + logs
+    records = [read_status(c.directory(cfg)) for c in expand_cells(cfg)]
+    assert [r["state"] for r in records] == ["done"] * 4
+    assert [r["array_task_id"] for r in records] == [0, 1, 2, 3]
