@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -28,7 +28,7 @@ class DataConfig:
     seed: int = 0  # seed of synthesis and of the split permutation
     source: Optional[str] = None  # folder or zip of real images (celeba, lsun, folder families)
     shard_size: int = 1000  # images per webdataset shard
-    params: Dict[str, Any] = field(default_factory=dict)  # family-specific parameters (e.g. alpha)
+    params: dict[str, Any] = field(default_factory=dict)  # family-specific parameters (e.g. alpha)
 
 
 @dataclass
@@ -80,7 +80,7 @@ class SamplerConfig:
 class JacobianConfig:
     enabled: bool = False  # compute Jacobian spectra during evaluation
     num_images: int = 2  # test images analysed
-    sigmas: List[float] = field(default_factory=lambda: [0.15])  # noise levels of the analysis
+    sigmas: list[float] = field(default_factory=lambda: [0.15])  # noise levels of the analysis
     chunk: int = 256  # VJPs per chunk (bounds memory)
     num_eigenvectors: int = 8  # leading eigenvectors kept as images
 
@@ -90,7 +90,7 @@ class EvalConfig:
     num_samples: int = 256  # samples per model; seeds eval.seed .. eval.seed + num_samples - 1
     seed: int = 0  # first sample seed (shared by A and B)
     batch_size: int = 256  # samples generated at once
-    psnr_sigmas: List[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])  # noise levels of the PSNR curves
+    psnr_sigmas: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])  # noise levels of the PSNR curves
     psnr_images: int = 64  # train and test images each used for the PSNR curves
     memorization_threshold: float = 0.95  # a sample is memorized when its similarity to its nearest training image exceeds this
     similarity: str = "correlation"  # headline similarity: cosine, correlation (mean removed) or l2
@@ -117,7 +117,7 @@ class ResourcesConfig:
     cpus_per_task: int = 1  # CPU cores per task
     mem_gb: float = 4.0  # memory per node, GiB
     constraint: Optional[str] = None  # SLURM node constraint
-    setup: List[str] = field(default_factory=list)  # shell lines run before the job (module load …)
+    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load …)
 
 
 @dataclass
@@ -133,9 +133,9 @@ class LaunchConfig:
 class ExperimentConfig:
     name: str = "quickstart"  # experiment name: runs/<name>/, W&B group
     root: str = "runs"  # folder holding every experiment's run directory
-    n_train: List[int] = field(default_factory=lambda: [1, 10, 100, 1000])  # training-set sizes
-    splits: List[str] = field(default_factory=lambda: ["A", "B"])  # disjoint splits per n
-    datasets: Dict[str, DataConfig] = field(default_factory=lambda: {"disks": DataConfig()})  # by name
+    n_train: list[int] = field(default_factory=lambda: [1, 10, 100, 1000])  # training-set sizes
+    splits: list[str] = field(default_factory=lambda: ["A", "B"])  # disjoint splits per n
+    datasets: dict[str, DataConfig] = field(default_factory=lambda: {"disks": DataConfig()})  # by name
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
