@@ -1,0 +1,1 @@
+"""Pieces of training: seeds, σ laws, the noise-prediction loss, EMA, atomic checkpoints, metric records."""

@@ -1,0 +1,24 @@
+"""Lightning CheckpointIO that writes atomically and loads with weights_only=True.
+
+Lightning writes checkpoints through fsspec straight onto the target name; a job killed mid-write
+would leave a truncated last.ckpt and the cell could never resume. Here the checkpoint goes to a
+temporary file beside it, is fsynced, then renamed over the old one (gdm.io.atomic_write).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from gdm.io import atomic_torch_save
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        atomic_torch_save(path, checkpoint)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)

@@ -1,0 +1,213 @@
+"""Training: a step learns, NaN fails cleanly, resume == uninterrupted (bitwise), DDP, model.pt, W&B."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from gdm.cells import expand_cells, read_status
+from gdm.config import load_config
+from gdm.train import NonFiniteLossError, fit_cell, load_denoiser
+from gdm.training.sigma import SIGMA_LAWS, draw_sigma
+
+REPO = Path(__file__).resolve().parents[1]
+prepare = pytest.importorskip("gdm.data.prepare", reason="gdm.data.prepare (data layer) is not available yet")
+
+
+def tiny_cfg(root: Path, *extra: str):
+    from conftest import TINY_OVERRIDES
+
+    return load_config(None, [*TINY_OVERRIDES, f"root={root}", "wandb.mode=disabled", *extra])
+
+
+def prepared(cfg):
+    prepare.prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+    return cfg
+
+
+def cell_of(cfg, n: int = 4):
+    return next(c for c in expand_cells(cfg) if c.n == n and c.split == "A")
+
+
+def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+class Stop(L.Callback):
+    """Simulated preemption before step `at` (after the checkpoint at step `at` was written)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.at:
+            raise RuntimeError("simulated preemption")
+
+
+class PoisonWeights(L.Callback):
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.at:
+            next(module.net.parameters()).data.fill_(float("nan"))
+
+
+@pytest.mark.parametrize("law", SIGMA_LAWS)
+def test_sigma_laws_stay_in_range(law):
+    sigma = draw_sigma(law, 1000, 0.01, 1.0, torch.Generator().manual_seed(0))
+    assert sigma.shape == (1000, 1, 1, 1) and sigma.min() >= 0.01 and sigma.max() <= 1.0
+
+
+def test_training_changes_weights_and_writes_outputs(tmp_path):
+    cfg = prepared(tiny_cfg(tmp_path, "trainer.max_steps=2", "trainer.log_every=1"))
+    cell = cell_of(cfg)
+    directory = fit_cell(cfg, cell)
+    model = torch.load(directory / "model.pt", weights_only=True)
+    assert model["model"] == "bf_unet" and model["image_size"] == 16 and model["model_cfg"]["channels"] == 8
+    from gdm.train import build_cell_module
+
+    initial = build_cell_module(cfg, cell)[0].net.state_dict()
+    assert any(not torch.equal(initial[k], v) for k, v in model["state_dict"].items())
+    records = [line for line in (directory / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
+    assert len(records) == 2 and "nan" not in "".join(records).lower()
+    assert "val/psnr_test_sigma0.1" in (directory / "metrics.jsonl").read_text()
+    assert read_status(directory)["state"] == "done"
+
+
+def test_model_file_round_trips_through_load_denoiser(tmp_path):
+    cfg = prepared(tiny_cfg(tmp_path, "trainer.max_steps=1"))
+    directory = fit_cell(cfg, cell_of(cfg))
+    denoiser = load_denoiser(directory / "model.pt")
+    payload = torch.load(directory / "model.pt", weights_only=True)
+    from gdm.config import ModelConfig
+    from gdm.models import build_model
+
+    net = build_model(ModelConfig(**payload["model_cfg"]), 16)
+    net.load_state_dict(payload["state_dict"])
+    y = torch.rand(3, 1, 16, 16)
+    assert not denoiser.training
+    assert torch.equal(denoiser(y), y - net.eval()(y))
+    assert torch.allclose(denoiser(2.5 * y), 2.5 * denoiser(y), rtol=1e-4, atol=1e-5)  # trained net still homogeneous
+
+
+def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = prepared(tiny_cfg(tmp_path))
+    cell = cell_of(cfg)
+    with pytest.raises(NonFiniteLossError, match="last good last.ckpt"):
+        fit_cell(cfg, cell, callbacks=[PoisonWeights(at=4)])
+    checkpoint = torch.load(cell.directory(cfg) / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    assert not (cell.directory(cfg) / "DONE").exists()
+
+
+def test_resume_equals_uninterrupted_bitwise(tmp_path):
+    extra = ("trainer.ema_decay=0.5", "trainer.lr_halve_every=2")  # EMA and LR schedule must resume too
+    straight = prepared(tiny_cfg(tmp_path / "straight", *extra))
+    resumed = prepared(tiny_cfg(tmp_path / "resumed", *extra))
+    cell = cell_of(straight)
+    fit_cell(straight, cell)
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        fit_cell(resumed, cell, callbacks=[Stop(at=3)])
+    assert torch.load(cell.directory(resumed) / "last.ckpt", weights_only=True)["global_step"] == 3
+    fit_cell(resumed, cell)
+    for name in ("last.ckpt", "model.pt"):
+        load = checkpoint_state if name == "last.ckpt" else lambda p: torch.load(p, weights_only=True)["state_dict"]
+        assert_bitwise_equal(load(cell.directory(straight) / name), load(cell.directory(resumed) / name))
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    """A crash while last.ckpt is being written leaves the previous checkpoint intact."""
+    from gdm.training.checkpoint_io import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, path)
+
+    def crash(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        AtomicCheckpointIO().save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert AtomicCheckpointIO().load_checkpoint(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_metrics(tmp_path):
+    from gdm.tracking import offline_run_dirs
+
+    cfg = prepared(tiny_cfg(tmp_path, "wandb.mode=offline", "trainer.max_steps=2", "trainer.log_every=1"))
+    cell = cell_of(cfg)
+    fit_cell(cfg, cell)
+    runs = offline_run_dirs(cfg)
+    assert len(runs) == 1 and runs[0].name.endswith(cell.wandb_id(cfg))
+    stream = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
+    for text in (cell.wandb_id(cfg), "train/loss", "val/psnr_train_sigma0.1"):
+        assert text.encode() in stream, text
+
+
+DDP_OVERRIDES = ["wandb.mode=disabled", "trainer.devices=2", "trainer.max_steps=4", "trainer.ema_decay=0.5"]
+DDP_SCRIPT = """
+import sys, torch, lightning as L
+sys.path.insert(0, {tests!r})
+from conftest import TINY_OVERRIDES
+from gdm.cells import expand_cells
+from gdm.config import load_config
+from gdm.data.prepare import prepare_dataset
+from gdm.train import fit_cell
+
+class DumpWeights(L.Callback):
+    def on_fit_end(self, trainer, module):
+        torch.save(module.state_dict(), {out!r} + f"/rank{{trainer.global_rank}}.pt")
+
+cfg = load_config(None, [*TINY_OVERRIDES, "root={root}", *{extra!r}])
+prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+cell = [c for c in expand_cells(cfg) if c.n == 4][0]
+fit_cell(cfg, cell, callbacks=[DumpWeights()])
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_end_with_identical_weights(tmp_path):
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path),
+                                                        root=str(tmp_path / "runs"), extra=DDP_OVERRIDES)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
+    for key in [k for k in env if k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE", "MASTER_"))]:
+        del env[key]  # a clean single-node launch, also when the tests run inside a SLURM job
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert_bitwise_equal(rank0, rank1)
+    cfg = tiny_cfg(tmp_path / "runs", *DDP_OVERRIDES)
+    directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
+    assert read_status(directory)["step"] == 4
+    denoiser = load_denoiser(directory)
+    y = torch.rand(2, 1, 16, 16)
+    assert torch.allclose(denoiser(3 * y), 3 * denoiser(y), rtol=1e-4, atol=1e-5)  # still bias-free after DDP
+
+
+def test_streaming_path_trains(tmp_path):
+    pytest.importorskip("webdataset", reason="streaming needs webdataset")
+    cfg = prepared(tiny_cfg(tmp_path, "trainer.in_memory=false", "trainer.max_steps=2"))
+    directory = fit_cell(cfg, cell_of(cfg))
+    assert read_status(directory)["state"] == "done"
+    assert "val/psnr_train_sigma0.1" in (directory / "metrics.jsonl").read_text()
