@@ -1,0 +1,240 @@
+"""The evaluation of one (dataset, n) pair: shared-seed samples from the A and B models, their agreement,
+memorization, denoising PSNR curves and (optionally) Jacobian geometry; files, figures and a W&B run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gdm import figures
+from gdm.analysis import calpha, jacobian, psnr, similarity, tangent
+from gdm.analysis.nearest import nearest
+from gdm.cells import DONE_FILE, EvalPair, mark_done, write_status
+from gdm.config import ExperimentConfig
+from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+from gdm.sample import SampleResult, sample
+
+MEASURES = ("cosine", "correlation")  # always reported; cfg.eval.similarity picks the headline
+
+
+@dataclass
+class PairData:
+    denoisers: dict  # split → eval-mode f(y)
+    train: dict  # split → its training images [n, 1, H, W]
+    test: torch.Tensor  # held-out images
+    data_dir: Path
+    family: str
+
+
+def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) -> dict:
+    """Evaluate `pair` (both cells must be done); idempotent: a done pair returns its stored results."""
+    directory = pair.directory(cfg)
+    if (directory / DONE_FILE).exists():
+        return read_json(directory / "results.json")
+    write_status(directory, state="running")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = load_pair(cfg, pair, device)
+    samples = {s: _sample(cfg, data.denoisers[s], data.test.shape[1:], device, progress) for s in data.denoisers}
+    results, arrays = summarize(cfg, pair, data, samples, device)
+    if cfg.eval.jacobian.enabled:
+        results["jacobian"] = geometry_of(cfg, data, directory)
+    write_outputs(cfg, pair, results, arrays, samples, data)
+    mark_done(directory, results="results.json")
+    return results
+
+
+def load_pair(cfg: ExperimentConfig, pair: EvalPair, device) -> PairData:
+    from gdm.data.store import load_split
+    from gdm.train import load_denoiser
+
+    data_dir = cfg.run_dir / "data" / pair.dataset
+    denoisers = {c.split: load_denoiser(c.directory(cfg) / "model.pt", device) for c in pair.cells}
+    train = {c.split: load_split(data_dir, c.split, pair.n) for c in pair.cells}
+    test = load_split(data_dir, "test")
+    return PairData(denoisers, train, test, data_dir, cfg.datasets[pair.dataset].family)
+
+
+def _sample(cfg: ExperimentConfig, denoiser, shape, device, progress: bool) -> SampleResult:
+    seeds = range(cfg.eval.seed, cfg.eval.seed + cfg.eval.num_samples)
+    return sample(denoiser, seeds, tuple(shape), cfg.sampler, device, batch_size=cfg.eval.batch_size, progress=progress)
+
+
+def summarize(cfg: ExperimentConfig, pair: EvalPair, data: PairData, samples: dict, device) -> tuple[dict, dict]:
+    """Scalars for results.json and per-sample arrays for samples.pt; diverged samples are excluded."""
+    splits = sorted(samples)
+    ok = torch.stack([~samples[s].diverged for s in splits]).all(0)
+    results: dict = {"pair": pair.pair_id, "dataset": pair.dataset, "n": pair.n, "num_samples": int(ok.numel()),
+                     "headline_similarity": cfg.eval.similarity}
+    results.update({f"diverged_{s}": int(samples[s].diverged.sum()) for s in splits})
+    results.update({f"median_steps_{s}": float(samples[s].steps.float().median()) for s in splits})
+    arrays: dict = {"valid": ok}
+    for measure in (*MEASURES, *(m for m in [cfg.eval.similarity] if m not in MEASURES)):
+        results.update(_agreement(measure, splits, samples, data, ok, arrays, device))
+    headline = arrays[f"nearest_{cfg.eval.similarity}"]
+    results["memorized_fraction"] = _fraction(headline > cfg.eval.memorization_threshold)
+    results["memorized_fraction_other"] = _fraction(arrays[f"nearest_other_{cfg.eval.similarity}"] > cfg.eval.memorization_threshold)
+    results["psnr"] = _psnr_curves(cfg, data, device)
+    gaps = [psnr.generalization_gap(results["psnr"][s]["train"], results["psnr"][s]["test"]) for s in splits]
+    results.update({f"psnr_gap_{s}": g for s, g in zip(splits, gaps, strict=False)})
+    results["psnr_gap"] = sum(gaps) / len(gaps)
+    return results, arrays
+
+
+def _agreement(measure, splits, samples, data: PairData, ok, arrays, device) -> dict:
+    """A–B similarity per seed, and each sample's nearest image in its own and in the other training set."""
+    a, b = (samples[s].images[ok] for s in splits)
+    ab = similarity.paired(measure, a, b)
+    own, other, index = [], [], {}
+    for s, o in zip(splits, reversed(splits), strict=False):
+        values, idx = nearest(samples[s].images[ok], data.train[s], measure, device=device)
+        own.append(values)
+        other.append(nearest(samples[s].images[ok], data.train[o], measure, device=device)[0])
+        index[s] = idx
+    arrays.update({f"ab_{measure}": ab, f"nearest_{measure}": torch.cat(own), f"nearest_other_{measure}": torch.cat(other)})
+    arrays.update({f"nearest_index_{s}_{measure}": i for s, i in index.items()})
+    return {f"ab_{measure}_median": _median(ab), f"ab_{measure}_mean": _mean(ab),
+            f"nearest_{measure}_median": _median(torch.cat(own)), f"nearest_other_{measure}_median": _median(torch.cat(other))}
+
+
+def _median(x: torch.Tensor) -> float | None:
+    return float(x.median()) if len(x) else None  # None (JSON null), never NaN, when every sample diverged
+
+
+def _mean(x: torch.Tensor) -> float | None:
+    return float(x.mean()) if len(x) else None
+
+
+def _fraction(mask: torch.Tensor) -> float | None:
+    return float(mask.double().mean()) if len(mask) else None
+
+
+def _psnr_curves(cfg: ExperimentConfig, data: PairData, device) -> dict:
+    k = cfg.eval.psnr_images
+    curves = {}
+    for s, denoiser in data.denoisers.items():
+        run = {"seed": cfg.eval.seed, "batch_size": cfg.eval.batch_size, "device": device}
+        curves[s] = {"train": psnr.psnr_curve(denoiser, data.train[s][:k], cfg.eval.psnr_sigmas, **run),
+                     "test": psnr.psnr_curve(denoiser, data.test[:k], cfg.eval.psnr_sigmas, **run)}
+    return curves
+
+
+def geometry_of(cfg: ExperimentConfig, data: PairData, directory: Path) -> dict:
+    """Jacobian spectra at a few test images and σ (paper Figure 3), with the disk tangent-space check."""
+    jc = cfg.eval.jacobian
+    generator = torch.Generator().manual_seed(cfg.eval.seed)
+    out: dict = {}
+    for i in range(min(jc.num_images, len(data.test))):
+        for sigma in jc.sigmas:
+            y = data.test[i] + sigma * torch.randn(data.test[i].shape, generator=generator)
+            out[f"image{i}_sigma{sigma:g}"] = {s: _geometry(d, y, jc, data, i) for s, d in data.denoisers.items()}
+    _geometry_figures(out, directory, data.test.shape[-1])
+    return out
+
+
+def _geometry(denoiser, y, jc, data: PairData, index: int) -> dict:
+    device = next(denoiser.parameters()).device
+    J = jacobian.jacobian(denoiser, y.to(device), chunk=jc.chunk).cpu()
+    g = jacobian.geometry(J, keep=jc.num_eigenvectors)
+    with torch.no_grad():
+        fy = denoiser(y[None].to(device))[0].cpu().reshape(-1)
+    record = {"trace": g.trace, "asymmetry": g.asymmetry, "eigenvalues": g.eigenvalues.tolist(),
+              "homogeneity_error": float((J.double() @ y.reshape(-1).double() - fy).norm() / fy.norm()),
+              "eigenvectors": g.eigenvectors.T.float().tolist()}
+    if data.family == "disks":
+        from gdm.data.store import load_params
+
+        params = load_params(data.data_dir, "test")[index].double().numpy()
+        record["tangent_overlap"] = tangent.subspace_overlap(g.eigenvectors[:, :5], tangent.tangent_basis(params, y.shape[-1]))
+    return record
+
+
+def _geometry_figures(out: dict, directory: Path, size: int) -> None:
+    spectra = {f"{key} {s}": rec["eigenvalues"] for key, recs in out.items() for s, rec in recs.items()}
+    figures.spectra(spectra, directory / "eigen_spectra.png")
+    rows = [[torch.tensor(v).view(1, size, size) for v in rec["eigenvectors"]] for recs in out.values() for rec in recs.values()]
+    rows = [[(v - v.min()) / (v.max() - v.min() + 1e-12) for v in row] for row in rows]
+    titles = [f"e{k + 1}" for k in range(len(rows[0]))]
+    figures.image_rows(rows, titles, directory / "eigenvectors.png", row_labels=list(spectra))
+    for recs in out.values():
+        for rec in recs.values():
+            rec.pop("eigenvectors")
+
+
+def write_outputs(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dict, data: PairData) -> None:
+    directory = pair.directory(cfg)
+    if data.family == "calpha":
+        alpha = float(cfg.datasets[pair.dataset].params.get("alpha", 2.0))
+        results["calpha_slope"] = {s: calpha.small_noise_slope(**_io(results["psnr"][s]["test"])) for s in samples}
+        results["calpha_optimal_slope"] = calpha.optimal_slope(alpha)
+    tensors = {f"samples_{s}": r.images for s, r in samples.items()}
+    tensors.update({f"steps_{s}": r.steps for s, r in samples.items()} | {f"diverged_{s}": r.diverged for s, r in samples.items()})
+    atomic_torch_save(directory / "samples.pt", {**tensors, **arrays})
+    paths = pair_figures(cfg, pair, results, arrays, samples, data)
+    atomic_write_json(directory / "results.json", results)
+    atomic_write_text(directory / "results.csv", _csv_row(results))
+    if cfg.wandb.mode != "disabled":
+        log_wandb(cfg, pair, results, arrays, paths)
+
+
+def _io(curve: dict) -> dict:
+    return {"input_psnr": curve["input_psnr"], "output_psnr": curve["output_psnr"]}
+
+
+def scalars(results: dict) -> dict:
+    return {k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _csv_row(results: dict) -> str:
+    row = {k: v for k, v in results.items() if not isinstance(v, dict)}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(row))
+    writer.writeheader()
+    writer.writerow(row)
+    return buffer.getvalue()
+
+
+def pair_figures(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dict, data: PairData) -> dict:
+    directory = pair.directory(cfg)
+    splits = sorted(samples)
+    ok = arrays["valid"]
+    count = min(cfg.eval.grid_samples, int(ok.sum()))
+    measure = cfg.eval.similarity
+    rows = []
+    for i in range(count):
+        row = [samples[s].images[ok][i] for s in splits]
+        row += [data.train[s][arrays[f"nearest_index_{s}_{measure}"][i]] for s in splits]
+        rows.append(row)
+    titles = [f"sample {s}" for s in splits] + [f"nearest train {s}" for s in splits]
+    paths = {}
+    if rows:
+        paths["samples"] = figures.image_rows(rows, titles, directory / "samples.png")
+    series = {"A–B": arrays[f"ab_{measure}"].tolist(), "sample–nearest train": arrays[f"nearest_{measure}"].tolist()}
+    paths["similarity"] = figures.histograms({f"n = {pair.n}": series}, measure, directory / "similarity_hist.png")
+    curves = {f"{s} {kind}": results["psnr"][s][kind] for s in splits for kind in ("train", "test")}
+    paths["psnr"] = figures.psnr_curves(curves, directory / "psnr.png", title=f"{pair.dataset}, n = {pair.n}")
+    for name in ("eigen_spectra", "eigenvectors"):
+        if (directory / f"{name}.png").exists():
+            paths[name] = directory / f"{name}.png"
+    return paths
+
+
+def log_wandb(cfg, pair: EvalPair, results: dict, arrays: dict, paths: dict) -> None:
+    """The pair's W&B run (job_type=eval): summary scalars, figures, and a per-seed table."""
+    import wandb
+
+    from gdm.tracking import wandb_kwargs
+
+    run = wandb.init(**wandb_kwargs(cfg, run_id=pair.wandb_id(cfg), name=pair.pair_id, job_type="eval", group="eval"))
+    try:
+        run.summary.update(scalars(results))
+        run.log({f"eval/{k}": v for k, v in scalars(results).items()} | {f"figures/{k}": wandb.Image(str(p)) for k, p in paths.items()})
+        columns = [k for k in arrays if k.startswith(("ab_", "nearest_")) and "index" not in k]
+        rows = list(zip(*(arrays[c].tolist() for c in columns), strict=False))
+        run.log({"eval/per_seed": wandb.Table(columns=columns, data=[list(r) for r in rows])})
+    finally:
+        run.finish()

@@ -1,0 +1,110 @@
+"""The Kadkhodaie–Simoncelli sampler: stochastic coarse-to-fine gradient ascent (SCIENCE.md, Algorithm 1).
+
+A blind denoiser f gives the residual d_t = f(y) − y, proportional to σ_t² ∇ log p_σ(y) (Miyasawa);
+the effective noise σ_t² = ‖d_t‖²/D is read off the residual itself, so the sampler needs no schedule:
+
+    y_t = y_{t−1} + h_t d_t + γ_t z_t,   γ_t² = ((1 − β h_t)² − (1 − h_t)²) σ_t²,
+
+until σ_t ≤ σ_∞. The randomness of sample i (its start y_0 and every z_t) is a function of (seed_i, t)
+only, so A and B models driven by the same seeds see the same noise whatever the batch, order or rank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from gdm.config import SamplerConfig
+
+
+@dataclass
+class SampleResult:
+    images: torch.Tensor  # [K, C, H, W] final samples (after the optional final denoise)
+    steps: torch.Tensor  # [K] iterations taken by each sample
+    diverged: torch.Tensor  # [K] bool: σ_t exceeded the bound or values stopped being finite
+    final_sigma: torch.Tensor  # [K] effective noise σ_t when the sample stopped
+
+
+def noise(seed: int, step: int, shape: Sequence[int]) -> torch.Tensor:
+    """z for (seed, step): a generator keyed by both, so it never depends on the batch."""
+    key = int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(key))
+
+
+def noise_batch(seeds: Sequence[int], step: int, shape: Sequence[int], device) -> torch.Tensor:
+    return torch.stack([noise(s, step, shape) for s in seeds]).to(device)
+
+
+def step_size(cfg: SamplerConfig, t: int) -> float:
+    """h_t: constant h_0, or the increasing schedule h_t = h_0 t / (1 + h_0 (t − 1))."""
+    if cfg.schedule == "increasing":
+        return cfg.h0 * t / (1 + cfg.h0 * (t - 1))
+    return cfg.h0
+
+
+@torch.no_grad()
+def sample(
+    denoiser: nn.Module,
+    seeds: Sequence[int],
+    shape: tuple[int, int, int],
+    cfg: SamplerConfig,
+    device="cpu",
+    *,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> SampleResult:
+    """Samples for `seeds`, drawn `batch_size` at a time (results do not depend on the batching)."""
+    seeds = [int(s) for s in seeds]
+    size = batch_size or len(seeds)
+    parts = [_sample_batch(denoiser, seeds[i : i + size], shape, cfg, device) for i in _chunks(len(seeds), size, progress)]
+    return SampleResult(*(torch.cat(tensors) for tensors in zip(*parts, strict=False)))
+
+
+def _chunks(total: int, size: int, progress: bool):
+    starts = range(0, total, size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(starts, desc="sampling", unit="batch")
+    return starts
+
+
+def _sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device):
+    y = cfg.mean + cfg.sigma_0 * noise_batch(seeds, 0, shape, device)
+    k = len(seeds)
+    steps = torch.zeros(k, dtype=torch.long)
+    diverged = torch.zeros(k, dtype=torch.bool)
+    sigma = torch.full((k,), float("inf"))
+    active = torch.arange(k)
+    for t in range(1, cfg.max_steps + 1):
+        d = denoiser(y[active]) - y[active]  # step 1: the residual, ∝ σ² ∇ log p
+        s = d.flatten(1).pow(2).mean(1).sqrt().cpu()  # step 2: σ_t² = ‖d_t‖² / D
+        sigma[active] = s
+        bad = ~torch.isfinite(s) | (s > cfg.diverge_sigma) | ~torch.isfinite(y[active]).flatten(1).all(1).cpu()
+        diverged[active[bad]] = True
+        go = ~bad & (s > cfg.sigma_end)
+        if not go.any():
+            break
+        idx, d, s = active[go], d[go.to(d.device)], s[go]
+        h = step_size(cfg, t)
+        gamma = math.sqrt(max((1 - cfg.beta * h) ** 2 - (1 - h) ** 2, 0.0)) * s  # step 3: injected noise
+        z = noise_batch([seeds[i] for i in idx.tolist()], t, shape, device)
+        y[idx] = y[idx] + h * d + gamma.to(device).view(-1, 1, 1, 1) * z  # step 4
+        steps[idx] = t
+        active = idx
+    return _finish(denoiser, y, cfg, diverged), steps, diverged, sigma
+
+
+def _finish(denoiser, y, cfg: SamplerConfig, diverged):
+    """The optional final denoise x = f(y) (diverged samples are left as they are)."""
+    if not cfg.final_denoise:
+        return y.cpu()
+    keep = ~diverged.to(y.device)
+    if keep.any():
+        y[keep] = denoiser(y[keep])
+    return y.cpu()
