@@ -165,6 +165,8 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | 
     layers: list[DictConfig] = []
     if path is not None:
         layers.append(_read_yaml(Path(path)))
+        if "datasets" in layers[0]:
+            schema.datasets = {}  # a file's datasets replace the default one instead of joining it
     layers.append(_parse_overrides(overrides))
     try:
         merged = OmegaConf.merge(schema, *layers)

@@ -17,6 +17,14 @@ from gdm.config import ExperimentConfig
 from launch.task import EvalFn, FitFn, run_eval_task, run_train_task
 
 
+def use_cpus(count: int) -> None:
+    """Intra-op threads of this job's process = the CPUs it was given (no oversubscription when
+    several local jobs share a machine)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(count)))
+
+
 @dataclass
 class TrainJob:
     """Train one cell (in every SLURM task of the job: Lightning DDP spans them)."""
@@ -26,6 +34,7 @@ class TrainJob:
     fit: FitFn | None = None  # None: gdm.train.fit_cell, imported inside the job
 
     def __call__(self) -> Path:
+        use_cpus(self.cfg.launch.train.cpus_per_task)
         return run_train_task(self.cfg, self.cell, fit=self.fit)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
@@ -41,6 +50,7 @@ class EvalJob:
     evaluate: EvalFn | None = None  # None: gdm.evaluate.eval_pair
 
     def __call__(self) -> dict:
+        use_cpus(self.cfg.launch.eval.cpus_per_task)
         return run_eval_task(self.cfg, self.pair, evaluate=self.evaluate)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:

@@ -1,0 +1,111 @@
+"""Similarities, nearest neighbours, PSNR, Jacobians and reference denoisers on cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gdm.analysis import calpha, jacobian, psnr, similarity, tangent
+from gdm.analysis.nearest import nearest
+from gdm.analysis.optimal import EmpiricalDenoiser, posterior_covariance
+
+
+def _images(n, size=6, seed=0):
+    return torch.rand((n, 1, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+def test_similarity_known_values():
+    a = torch.tensor([[1.0, 2.0, 3.0]])
+    assert similarity.cosine_matrix(a, 2 * a).item() == pytest.approx(1.0)
+    assert similarity.correlation_matrix(a, torch.tensor([[3.0, 2.0, 1.0]])).item() == pytest.approx(-1.0)
+    # the correlation ignores the mean, the cosine does not
+    assert similarity.correlation_matrix(a, a + 5).item() == pytest.approx(1.0)
+    assert similarity.cosine_matrix(a, a + 5).item() < 0.99
+    assert similarity.neg_rms_matrix(a, a + 2).item() == pytest.approx(-2.0)
+
+
+@pytest.mark.parametrize("measure", ["cosine", "correlation", "l2"])
+def test_nearest_equals_brute_force(measure):
+    samples, train = _images(7, seed=1), _images(50, seed=2)
+    values, index = nearest(samples, train, measure, chunk=8)
+    brute = similarity.SIMILARITIES[measure](samples, train)
+    assert torch.equal(index, brute.argmax(1))
+    assert torch.allclose(values, brute.max(1).values)
+
+
+def test_psnr_known_pairs():
+    clean = torch.full((2, 1, 4, 4), 0.5)
+    assert psnr.image_psnr(clean + 0.1, clean).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
+    curve = psnr.psnr_curve(lambda y: y, clean, [0.1], seed=0)
+    assert curve["output_psnr"] == curve["input_psnr"]
+    assert curve["input_psnr"][0] == pytest.approx(20.0, abs=1.0)
+    assert psnr.generalization_gap({"output_psnr": [30, 20]}, {"output_psnr": [25, 19]}) == pytest.approx(3.0)
+
+
+class TinyBiasFree(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1, bias=False))
+
+    def forward(self, y):
+        return y - self.net(y)
+
+
+def test_vectorised_jacobian_equals_per_pixel_loop_at_16x16():
+    model = TinyBiasFree().double()
+    y = torch.rand((1, 16, 16), dtype=torch.float64)
+    J = jacobian.jacobian(model, y, chunk=100)
+    loop = torch.stack([torch.autograd.grad(model(y[None]).reshape(-1)[i], y, retain_graph=False)[0].reshape(-1)
+                        for i in range(256) if y.requires_grad_(True) is not None])
+    assert torch.allclose(J, loop, atol=1e-10)
+
+
+def test_bias_free_model_is_its_jacobian_times_input():
+    model = TinyBiasFree().double()
+    y = torch.rand((1, 8, 8), dtype=torch.float64)
+    J = jacobian.jacobian(model, y)
+    assert torch.allclose(J @ y.reshape(-1), model(y[None]).reshape(-1), atol=1e-10)
+
+
+def test_empirical_optimal_jacobian_is_posterior_covariance_over_sigma_squared():
+    train = _images(5, size=4, seed=3).double()
+    sigma = 0.5
+    den = EmpiricalDenoiser(train, sigma)
+    for seed in range(3):
+        y = train[seed % 5] + sigma * torch.randn((1, 4, 4), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        J = jacobian.jacobian(den, y)
+        expected = posterior_covariance(den, y) / sigma**2
+        assert expected.abs().max() > 1e-3  # weights spread over several images: a real test
+        assert torch.allclose(J, expected, atol=1e-10, rtol=1e-7)
+
+
+def test_geometry_of_a_projection():
+    q, _ = torch.linalg.qr(torch.randn(10, 3, dtype=torch.float64))
+    g = jacobian.geometry(q @ q.T, keep=3)
+    assert g.trace == pytest.approx(3.0)
+    assert g.asymmetry == pytest.approx(0.0, abs=1e-12)
+    assert g.eigenvalues[:3].tolist() == pytest.approx([1, 1, 1]) and abs(g.eigenvalues[3]) < 1e-10
+    assert tangent.subspace_overlap(g.eigenvectors, q) == pytest.approx(1.0)
+
+
+def test_disk_tangent_basis_is_orthonormal_and_spans_parameter_changes():
+    from gdm.data.synthetic.disks import render
+
+    p = np.array([8.0, 7.5, 4.0, 0.8, 0.2])
+    q = tangent.tangent_basis(p, 16)
+    assert torch.allclose(q.T @ q, torch.eye(5, dtype=q.dtype), atol=1e-8)
+    move = torch.from_numpy((render((p + [0.01, 0, 0, 0.01, 0])[None], 16) - render(p[None], 16)).reshape(-1))
+    residual = move - q @ (q.T @ move)
+    assert residual.norm() < 0.15 * move.norm()  # the anti-aliased edge is only piecewise linear
+
+
+def test_calpha_slope_fit():
+    x = [10.0, 20.0, 30.0, 40.0]
+    assert calpha.small_noise_slope(x, [5 + 0.75 * v for v in x]) == pytest.approx(0.75)
+    assert calpha.optimal_slope(3) == pytest.approx(0.75)
+    assert math.isfinite(calpha.small_noise_slope(x, [1, 2, 3, 4], points=2))

@@ -1,0 +1,78 @@
+"""The Kadkhodaie–Simoncelli sampler: per-seed determinism, divergence flags, convergence to a memorized image."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gdm.config import SamplerConfig
+from gdm.sample import noise, sample, step_size
+
+
+class ShrinkToward(nn.Module):
+    """f(y) = x + c (y − x): a denoiser whose only fixed point is x (the optimal denoiser of one image at c = 0)."""
+
+    def __init__(self, x: torch.Tensor, c: float = 0.0):
+        super().__init__()
+        self.x, self.c = x, c
+
+    def forward(self, y):
+        return self.x + self.c * (y - self.x)
+
+
+class Scale(nn.Module):
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = a
+
+    def forward(self, y):
+        return self.a * y
+
+
+def _target(seed=0, size=8):
+    return torch.rand((1, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+def test_noise_depends_on_seed_and_step_only():
+    assert torch.equal(noise(3, 7, (1, 4, 4)), noise(3, 7, (1, 4, 4)))
+    assert not torch.equal(noise(3, 7, (1, 4, 4)), noise(3, 8, (1, 4, 4)))
+    assert not torch.equal(noise(3, 7, (1, 4, 4)), noise(4, 7, (1, 4, 4)))
+
+
+def test_samples_identical_across_batch_sizes_and_orders():
+    cfg = SamplerConfig(h0=0.2, beta=0.5, max_steps=60)
+    den = ShrinkToward(_target(), c=0.7)
+    seeds = [5, 1, 9, 2, 7]
+    whole = sample(den, seeds, (1, 8, 8), cfg)
+    pieces = sample(den, seeds, (1, 8, 8), cfg, batch_size=2)
+    assert torch.equal(whole.images, pieces.images) and torch.equal(whole.steps, pieces.steps)
+    reversed_run = sample(den, seeds[::-1], (1, 8, 8), cfg, batch_size=3)
+    assert torch.equal(reversed_run.images.flip(0), whole.images)
+
+
+def test_different_seeds_give_different_samples():
+    cfg = SamplerConfig(h0=0.2, beta=0.5, max_steps=5, final_denoise=False)
+    out = sample(ShrinkToward(_target(), 0.9), [0, 1], (1, 8, 8), cfg)
+    assert not torch.allclose(out.images[0], out.images[1])
+
+
+def test_optimal_denoiser_of_one_image_returns_that_image():
+    x = _target(1)
+    out = sample(ShrinkToward(x), range(4), (1, 8, 8), SamplerConfig(h0=0.1, beta=0.5, max_steps=500))
+    cos = torch.nn.functional.cosine_similarity(out.images.flatten(1), x.flatten()[None])
+    assert (cos > 0.999).all() and not out.diverged.any()
+    assert (out.steps < 500).all()  # stopped because σ_t fell below σ_∞, not at the cap
+
+
+def test_expanding_denoiser_is_flagged_diverged_and_stats_stay_finite():
+    cfg = SamplerConfig(h0=0.5, beta=0.5, max_steps=200, diverge_sigma=10.0)
+    out = sample(Scale(2.0), range(3), (1, 8, 8), cfg)
+    assert out.diverged.all()
+    assert torch.isfinite(out.final_sigma).all() or out.diverged.all()
+    assert (out.steps < 200).all()
+
+
+def test_increasing_schedule():
+    cfg = SamplerConfig(h0=0.1, schedule="increasing")
+    assert step_size(cfg, 1) == 0.1
+    assert 0.1 < step_size(cfg, 10) < step_size(cfg, 100) < 1.0
