@@ -61,3 +61,10 @@ def test_missing_and_malformed_files(tmp_path):
     unknown.write_text("trainer:\n  warmup: 3\n")
     with pytest.raises(ConfigError, match="trainer.warmup"):
         load_config(unknown)
+
+
+def test_datasets_of_a_file_replace_the_default(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_text("datasets:\n  waves:\n    family: sines\n    image_size: 16\n")
+    cfg = load_config(path)
+    assert list(cfg.datasets) == ["waves"]

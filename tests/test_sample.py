@@ -76,3 +76,21 @@ def test_increasing_schedule():
     cfg = SamplerConfig(h0=0.1, schedule="increasing")
     assert step_size(cfg, 1) == 0.1
     assert 0.1 < step_size(cfg, 10) < step_size(cfg, 100) < 1.0
+
+
+def test_bias_free_unet_samples_do_not_depend_on_the_batch():
+    from gdm.config import ModelConfig
+    from gdm.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="bf_unet", channels=4, blocks=1), 8).eval()
+
+    class Denoiser(nn.Module):
+        def forward(self, y):
+            return y - net(y)
+
+    cfg = SamplerConfig(h0=0.2, beta=0.5, max_steps=20)
+    whole = sample(Denoiser(), range(6), (1, 8, 8), cfg)
+    pieces = sample(Denoiser(), range(6), (1, 8, 8), cfg, batch_size=1)
+    assert torch.allclose(whole.images, pieces.images, atol=1e-5)
+    assert torch.equal(whole.steps, pieces.steps)
