@@ -202,8 +202,8 @@ def test_preempted_job_requeues_and_killed_job_is_resubmitted(tiny_overrides, tm
     import torch
 
     for cell in (preempted, killed):
-        ours = torch.load(cell.directory(cfg) / "model.pt", weights_only=True)
-        theirs = torch.load(cell.directory(reference) / "model.pt", weights_only=True)
+        ours = torch.load(cell.directory(cfg) / "model.pt", weights_only=True)["state_dict"]
+        theirs = torch.load(cell.directory(reference) / "model.pt", weights_only=True)["state_dict"]
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
