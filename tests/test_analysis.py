@@ -109,3 +109,4 @@ def test_calpha_slope_fit():
     assert calpha.small_noise_slope(x, [5 + 0.75 * v for v in x]) == pytest.approx(0.75)
     assert calpha.optimal_slope(3) == pytest.approx(0.75)
     assert math.isfinite(calpha.small_noise_slope(x, [1, 2, 3, 4], points=2))
+    assert calpha.small_noise_slope([30.0], [20.0]) is None  # one noise level has no slope
