@@ -12,6 +12,7 @@ from torch import nn
 from gdm.analysis import calpha, jacobian, psnr, similarity, tangent
 from gdm.analysis.nearest import nearest
 from gdm.analysis.optimal import EmpiricalDenoiser, posterior_covariance
+from gdm.config import ModelConfig
 
 
 def _images(n, size=6, seed=0):
@@ -51,6 +52,7 @@ class TinyBiasFree(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1, bias=False))
+        self.eval()
 
     def forward(self, y):
         return y - self.net(y)
@@ -65,6 +67,20 @@ def test_vectorised_jacobian_equals_per_pixel_loop_at_16x16():
     assert torch.allclose(J, loop, atol=1e-10)
 
 
+def test_unet_jacobian_rows_in_partial_chunks_and_training_mode_refused():
+    from gdm.models import build_model
+    from gdm.training.denoiser import BlindDenoiser
+
+    model = BlindDenoiser(build_model(ModelConfig(name="bf_unet", channels=4, blocks=1), 8)).double().eval()
+    y = torch.rand((1, 8, 8), dtype=torch.float64)
+    J = jacobian.jacobian(model, y, chunk=7)  # 64 rows: the last chunk is partial
+    x = y[None].clone().requires_grad_(True)
+    column = torch.autograd.grad(model(x).reshape(-1), x, grad_outputs=torch.eye(64, dtype=torch.float64)[5])[0]
+    assert torch.allclose(J[5], column.reshape(-1), atol=1e-12)
+    with pytest.raises(ValueError, match="eval mode"):
+        jacobian.jacobian(model.train(), y)
+
+
 def test_bias_free_model_is_its_jacobian_times_input():
     model = TinyBiasFree().double()
     y = torch.rand((1, 8, 8), dtype=torch.float64)
@@ -75,7 +91,7 @@ def test_bias_free_model_is_its_jacobian_times_input():
 def test_empirical_optimal_jacobian_is_posterior_covariance_over_sigma_squared():
     train = _images(5, size=4, seed=3).double()
     sigma = 0.5
-    den = EmpiricalDenoiser(train, sigma)
+    den = EmpiricalDenoiser(train, sigma).eval()
     for seed in range(3):
         y = train[seed % 5] + sigma * torch.randn((1, 4, 4), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         J = jacobian.jacobian(den, y)

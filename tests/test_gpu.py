@@ -41,6 +41,7 @@ def test_sampler_and_jacobian_on_cuda_match_cpu():
         def __init__(self, device):
             super().__init__()
             self.net = net.to(device)
+            self.eval()
 
         def forward(self, y):
             return y - self.net(y)

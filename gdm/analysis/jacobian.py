@@ -4,6 +4,11 @@ Row i of J is e_iᵀ J, one vector–Jacobian product; `torch.func.vmap` over a 
 computes `chunk` rows in one batched backward pass, so memory is bounded by the chunk (never a
 per-pixel Python loop). For a bias-free denoiser f(y) = J(y) y exactly (SCIENCE.md), and
 f(y) = Σ_k λ_k ⟨y, e_k⟩ e_k in the eigenbasis of J's (near-)symmetric part.
+
+The weights enter as constants (detached, through `torch.func.functional_call`): parameters that
+require grad would make every batched backward also form ∂/∂θ, which on a CPU took 2.5–5× the time
+of the input gradient alone (benchmarks/bench_eval.py). The denoiser must be in eval mode: in
+training mode batch normalisation couples the rows of a batch and updates its running statistics.
 """
 
 from __future__ import annotations
@@ -14,18 +19,38 @@ import torch
 from torch import nn
 
 
-def jacobian(denoiser: nn.Module, y: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
-    """J [D, D] of `denoiser` at one image y [C, H, W] (D = C·H·W)."""
-    shape = y.shape
-    flat = y.detach().reshape(-1)
+def jacobian(denoiser: nn.Module, y: torch.Tensor, *, chunk: int = 64) -> torch.Tensor:
+    """J [D, D] of the eval-mode `denoiser` at one image y [C, H, W] (D = C·H·W), `chunk` rows a pass."""
+    if any(module.training for module in denoiser.modules()):
+        raise ValueError("jacobian() needs the denoiser in eval mode (call denoiser.eval()): in training "
+                         "mode batch statistics make J depend on the batch and update running estimates")
+    if chunk < 1:
+        raise ValueError(f"chunk is {chunk}; it must be ≥ 1 (eval.jacobian.chunk: rows per batched VJP)")
+    _, vjp = torch.func.vjp(_flat_function(denoiser, y.shape), y.detach().reshape(-1))
+    batched_vjp = torch.func.vmap(vjp)
+    size = y.numel()
+    J = torch.empty(size, size, dtype=y.dtype, device=y.device)
+    for start in range(0, size, chunk):
+        stop = min(start + chunk, size)
+        J[start:stop] = batched_vjp(_basis(start, stop, y))[0]
+    return J
+
+
+def _basis(start: int, stop: int, y: torch.Tensor) -> torch.Tensor:
+    """Rows e_start … e_{stop-1} of the D×D identity, built per chunk so memory stays O(chunk·D)."""
+    basis = torch.zeros(stop - start, y.numel(), dtype=y.dtype, device=y.device)
+    basis[:, start:stop].fill_diagonal_(1)
+    return basis
+
+
+def _flat_function(denoiser: nn.Module, shape: torch.Size):
+    """v [D] ↦ f(v as one [1, *shape] image) [D], with the weights as constants (no ∂/∂θ)."""
+    state = {name: p.detach() for name, p in denoiser.named_parameters()} | dict(denoiser.named_buffers())
 
     def f(v: torch.Tensor) -> torch.Tensor:
-        return denoiser(v.view(1, *shape)).reshape(-1)
+        return torch.func.functional_call(denoiser, state, (v.view(1, *shape),)).reshape(-1)
 
-    _, vjp = torch.func.vjp(f, flat)
-    basis = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device)
-    rows = [torch.func.vmap(vjp)(basis[i : i + chunk])[0] for i in range(0, flat.numel(), chunk)]
-    return torch.cat(rows).detach()
+    return f
 
 
 @dataclass
