@@ -81,7 +81,7 @@ class JacobianConfig:
     enabled: bool = False  # compute Jacobian spectra during evaluation
     num_images: int = 2  # test images analysed
     sigmas: list[float] = field(default_factory=lambda: [0.15])  # noise levels of the analysis
-    chunk: int = 256  # VJPs per chunk (bounds memory)
+    chunk: int = 32  # Jacobian rows per batched VJP: bounds memory; 16–64 is fastest on a CPU, 512+ on a GPU
     num_eigenvectors: int = 8  # leading eigenvectors kept as images
 
 
@@ -90,11 +90,12 @@ class EvalConfig:
     num_samples: int = 256  # samples per model; seeds eval.seed .. eval.seed + num_samples - 1
     seed: int = 0  # first sample seed (shared by A and B)
     batch_size: int = 256  # samples generated at once
-    psnr_sigmas: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])  # noise levels of the PSNR curves
+    psnr_sigmas: list[float] = field(default_factory=lambda: [0.008, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])  # noise levels of the PSNR curves (input PSNR ≈ 42 … 0 dB)
     psnr_images: int = 64  # train and test images each used for the PSNR curves
-    memorization_threshold: float = 0.95  # a sample is memorized when its similarity to its nearest training image exceeds this
+    memorization_threshold: float = 0.95  # a sample is memorized when its similarity to its nearest training image exceeds this (for l2: a negative RMS distance, e.g. -0.02)
     similarity: str = "correlation"  # headline similarity: cosine, correlation (mean removed) or l2
     grid_samples: int = 8  # sample pairs drawn in figures
+    optimal_reference: bool = True  # also evaluate the empirical optimal (memorizing) denoiser of each training set: PSNR curves and, with jacobian.enabled, its Jacobian spectra
     jacobian: JacobianConfig = field(default_factory=JacobianConfig)
 
 
@@ -216,6 +217,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_grid(cfg)
     _check_trainer(cfg.trainer)
     _check_sampler(cfg.sampler)
+    _check_eval(cfg.eval)
     for name, data in cfg.datasets.items():
         _check_dataset(cfg, name, data)
 
@@ -247,6 +249,16 @@ def _check_trainer(t: TrainerConfig) -> None:
     if t.batch_size % (t.devices * t.num_nodes):
         raise ConfigError(f"config key 'trainer.batch_size' ({t.batch_size}) must be divisible by "
                           f"trainer.devices × trainer.num_nodes ({t.devices * t.num_nodes})")
+
+
+def _check_eval(e: EvalConfig) -> None:
+    if e.similarity == "l2" and e.memorization_threshold > 0:
+        raise ConfigError(f"config key 'eval.memorization_threshold' is {e.memorization_threshold}, but eval.similarity=l2 "
+                          "scores a pair by its negative RMS distance (≤ 0): give a negative threshold such as -0.02")
+    if e.jacobian.chunk < 1:
+        raise ConfigError(f"config key 'eval.jacobian.chunk' is {e.jacobian.chunk}; it must be ≥ 1")
+    if any(sigma <= 0 for sigma in [*e.psnr_sigmas, *e.jacobian.sigmas]):
+        raise ConfigError("config keys 'eval.psnr_sigmas' and 'eval.jacobian.sigmas' hold noise levels; each must be > 0")
 
 
 def _check_sampler(s: SamplerConfig) -> None:

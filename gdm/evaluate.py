@@ -17,6 +17,7 @@ from gdm.analysis.nearest import nearest
 from gdm.cells import DONE_FILE, EvalPair, mark_done, write_status
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+from gdm.reference import optimal_geometry, optimal_psnr_curves
 from gdm.sample import SampleResult, sample
 
 MEASURES = ("cosine", "correlation")  # always reported; cfg.eval.similarity picks the headline
@@ -79,6 +80,9 @@ def summarize(cfg: ExperimentConfig, pair: EvalPair, data: PairData, samples: di
     results["memorized_fraction"] = _fraction(headline > cfg.eval.memorization_threshold)
     results["memorized_fraction_other"] = _fraction(arrays[f"nearest_other_{cfg.eval.similarity}"] > cfg.eval.memorization_threshold)
     results["psnr"] = _psnr_curves(cfg, data, device)
+    if cfg.eval.optimal_reference:
+        results["psnr_optimal"] = optimal_psnr_curves(data.train, data.test, cfg.eval.psnr_sigmas, images=cfg.eval.psnr_images,
+                                                      seed=cfg.eval.seed, batch_size=cfg.eval.batch_size, device=device)
     gaps = [psnr.generalization_gap(results["psnr"][s]["train"], results["psnr"][s]["test"]) for s in splits]
     results.update({f"psnr_gap_{s}": g for s, g in zip(splits, gaps, strict=False)})
     results["psnr_gap"] = sum(gaps) / len(gaps)
@@ -131,12 +135,13 @@ def geometry_of(cfg: ExperimentConfig, data: PairData, directory: Path) -> dict:
     for i in range(min(jc.num_images, len(data.test))):
         for sigma in jc.sigmas:
             y = data.test[i] + sigma * torch.randn(data.test[i].shape, generator=generator)
-            out[f"image{i}_sigma{sigma:g}"] = {s: _geometry(d, y, jc, data, i) for s, d in data.denoisers.items()}
+            out[f"image{i}_sigma{sigma:g}"] = {s: _geometry(cfg, s, y, sigma, data, i) for s in data.denoisers}
     _geometry_figures(out, directory, data.test.shape[-1])
     return out
 
 
-def _geometry(denoiser, y, jc, data: PairData, index: int) -> dict:
+def _geometry(cfg: ExperimentConfig, split: str, y, sigma: float, data: PairData, index: int) -> dict:
+    denoiser, jc = data.denoisers[split], cfg.eval.jacobian
     device = next(denoiser.parameters()).device
     J = jacobian.jacobian(denoiser, y.to(device), chunk=jc.chunk).cpu()
     g = jacobian.geometry(J, keep=jc.num_eigenvectors)
@@ -145,6 +150,8 @@ def _geometry(denoiser, y, jc, data: PairData, index: int) -> dict:
     record = {"trace": g.trace, "asymmetry": g.asymmetry, "eigenvalues": g.eigenvalues.tolist(),
               "homogeneity_error": float((J.double() @ y.reshape(-1).double() - fy).norm() / fy.norm()),
               "eigenvectors": g.eigenvectors.T.float().tolist()}
+    if cfg.eval.optimal_reference:  # the memorizing reference at the same y and σ
+        record["optimal"] = optimal_geometry(data.train[split], y, sigma, J)
     if data.family == "disks":
         from gdm.data.store import load_params
 
@@ -213,8 +220,11 @@ def pair_figures(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dict
     paths = {}
     if rows:
         paths["samples"] = figures.image_rows(rows, titles, directory / "samples.png")
-    series = {"A–B": arrays[f"ab_{measure}"].tolist(), "sample–nearest train": arrays[f"nearest_{measure}"].tolist()}
-    paths["similarity"] = figures.histograms({f"n = {pair.n}": series}, measure, directory / "similarity_hist.png")
+    for m in sorted({k[3:] for k in arrays if k.startswith("ab_")}):  # the headline, and the paper's cosine (Figure 2)
+        series = {"A–B": arrays[f"ab_{m}"].tolist(), "sample–nearest train": arrays[f"nearest_{m}"].tolist(),
+                  "sample–nearest other split": arrays[f"nearest_other_{m}"].tolist()}
+        name = "similarity_hist" if m == measure else f"similarity_hist_{m}"
+        paths[name] = figures.histograms({f"n = {pair.n}": series}, m, directory / f"{name}.png")
     curves = {f"{s} {kind}": results["psnr"][s][kind] for s in splits for kind in ("train", "test")}
     paths["psnr"] = figures.psnr_curves(curves, directory / "psnr.png", title=f"{pair.dataset}, n = {pair.n}")
     for name in ("eigen_spectra", "eigenvectors"):
@@ -233,8 +243,25 @@ def log_wandb(cfg, pair: EvalPair, results: dict, arrays: dict, paths: dict) -> 
     try:
         run.summary.update(scalars(results))
         run.log({f"eval/{k}": v for k, v in scalars(results).items()} | {f"figures/{k}": wandb.Image(str(p)) for k, p in paths.items()})
-        columns = [k for k in arrays if k.startswith(("ab_", "nearest_")) and "index" not in k]
-        rows = list(zip(*(arrays[c].tolist() for c in columns), strict=False))
-        run.log({"eval/per_seed": wandb.Table(columns=columns, data=[list(r) for r in rows])})
+        columns = per_seed_columns(cfg, arrays)
+        run.log({"eval/per_seed": wandb.Table(columns=list(columns), data=[list(r) for r in zip(*columns.values(), strict=True)])})
     finally:
         run.finish()
+
+
+def per_seed_columns(cfg: ExperimentConfig, arrays: dict) -> dict[str, list]:
+    """One row per valid seed: A–B similarity and, per split, the nearest own / other-split training image.
+
+    `nearest_<measure>` holds split A's samples then split B's (each as long as the valid seeds), so it is
+    cut in halves here rather than zipped against the per-seed columns.
+    """
+    valid = arrays["valid"]
+    columns: dict[str, list] = {"seed": (torch.arange(len(valid))[valid] + cfg.eval.seed).tolist()}
+    splits = sorted({k.split("_")[2] for k in arrays if k.startswith("nearest_index_")})
+    for measure in sorted({k[3:] for k in arrays if k.startswith("ab_")}):
+        columns[f"ab_{measure}"] = arrays[f"ab_{measure}"].tolist()
+        for which in ("nearest", "nearest_other"):
+            for split, half in zip(splits, arrays[f"{which}_{measure}"].chunk(len(splits)), strict=True):
+                columns[f"{which}_{split}_{measure}"] = half.tolist()
+        columns.update({f"nearest_index_{s}_{measure}": arrays[f"nearest_index_{s}_{measure}"].tolist() for s in splits})
+    return columns

@@ -41,6 +41,7 @@ def test_nearest_equals_brute_force(measure):
 def test_psnr_known_pairs():
     clean = torch.full((2, 1, 4, 4), 0.5)
     assert psnr.image_psnr(clean + 0.1, clean).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
+    assert psnr.image_psnr(clean, clean).tolist() == [psnr.MAX_PSNR_DB] * 2  # exact: capped, never inf
     curve = psnr.psnr_curve(lambda y: y, clean, [0.1], seed=0)
     assert curve["output_psnr"] == curve["input_psnr"]
     assert curve["input_psnr"][0] == pytest.approx(20.0, abs=1.0)
@@ -98,6 +99,26 @@ def test_empirical_optimal_jacobian_is_posterior_covariance_over_sigma_squared()
         expected = posterior_covariance(den, y) / sigma**2
         assert expected.abs().max() > 1e-3  # weights spread over several images: a real test
         assert torch.allclose(J, expected, atol=1e-10, rtol=1e-7)
+
+
+def test_chunked_empirical_denoiser_equals_the_direct_posterior_mean():
+    train, sigma = _images(23, size=5, seed=4).double(), 0.3
+    y = train[:3] + sigma * torch.randn((3, 1, 5, 5), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sq = (y.flatten(1)[:, None, :] - train.flatten(1)[None]).pow(2).sum(-1)  # ‖y − x_i‖², no expansion
+    direct = (torch.softmax(-sq / (2 * sigma**2), dim=1) @ train.flatten(1)).view(3, 1, 5, 5)
+    for chunk in (4, 23, 100):  # ragged last chunk, exact fit, one chunk
+        assert torch.allclose(EmpiricalDenoiser(train, sigma, chunk=chunk)(y), direct, atol=1e-12)
+    assert EmpiricalDenoiser(train.float(), sigma)(y.float()).dtype == torch.float32
+
+
+def test_posterior_covariance_keeps_only_the_images_that_carry_weight():
+    train = torch.cat([_images(1, size=4, seed=5), _images(400, size=4, seed=6) + 3.0]).double()  # 400 far away
+    y, sigma = train[0] + 0.01, 0.2
+    den = EmpiricalDenoiser(train, sigma, chunk=64)
+    w = den.weights(y[None])[0]
+    assert w[0] > 1 - 1e-12 and torch.allclose(den(y[None])[0], train[0], atol=1e-9)
+    full = (train.flatten(1) * w[:, None]).T @ train.flatten(1) - torch.outer(w @ train.flatten(1), w @ train.flatten(1))
+    assert torch.allclose(posterior_covariance(den, y), full, atol=1e-12)
 
 
 def test_geometry_of_a_projection():

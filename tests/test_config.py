@@ -41,6 +41,9 @@ def test_resolved_yaml_round_trips(tmp_path):
         (["model.name=transformer"], ["image_size", "transformer"]),
         (["trainer.batch_size=33", "trainer.devices=2"], ["trainer.batch_size", "divisible"]),
         (["max_steps"], ["key=value"]),
+        (["eval.similarity=l2"], ["eval.memorization_threshold", "negative"]),
+        (["eval.jacobian.chunk=0"], ["eval.jacobian.chunk", "≥ 1"]),
+        (["eval.psnr_sigmas=[0.1,0]"], ["eval.psnr_sigmas", "> 0"]),
     ],
 )
 def test_bad_values_name_their_key(overrides, fragments):

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
+MAX_PSNR_DB = 100.0  # an exact reconstruction (MSE 0, e.g. the memorizer on its own images) counts as this
+
 
 def image_psnr(estimate: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for images in [0, 1] (fp32), [N]."""
-    return peak_signal_noise_ratio(estimate.float(), clean.float(), data_range=1.0, reduction="none", dim=(1, 2, 3))
+    """Per-image PSNR in dB for images in [0, 1] (fp32), [N]; capped at MAX_PSNR_DB so means stay finite."""
+    value = peak_signal_noise_ratio(estimate.float(), clean.float(), data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return value.clamp(max=MAX_PSNR_DB)
 
 
-@torch.no_grad()
 def psnr_curve(denoiser: nn.Module, images: torch.Tensor, sigmas: Sequence[float], *, seed: int = 0,
                batch_size: int = 256, device="cpu") -> dict[str, list[float]]:
     """Input and output PSNR (mean over images) at every σ, with noise fixed by `seed`."""
+    return psnr_curve_at(lambda sigma: denoiser, images, sigmas, seed=seed, batch_size=batch_size, device=device)
+
+
+@torch.no_grad()
+def psnr_curve_at(denoiser_at: Callable[[float], Callable], images: torch.Tensor, sigmas: Sequence[float], *,
+                  seed: int = 0, batch_size: int = 256, device="cpu") -> dict[str, list[float]]:
+    """`psnr_curve` for a denoiser that knows σ (denoiser_at(σ)), e.g. the empirical optimal one; the
+    same seed draws the same noise as for a blind denoiser, so the two curves compare image by image."""
     generator = torch.Generator().manual_seed(seed)
     curve: dict[str, list[float]] = {"sigma": [], "input_psnr": [], "output_psnr": []}
     for sigma in sigmas:
-        noisy = images + sigma * torch.randn(images.shape, generator=generator)
+        noisy, denoiser = images + sigma * torch.randn(images.shape, generator=generator), denoiser_at(sigma)
         out = torch.cat([denoiser(noisy[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
         curve["sigma"].append(float(sigma))
         curve["input_psnr"].append(float(image_psnr(noisy, images).mean()))

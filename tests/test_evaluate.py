@@ -1,0 +1,106 @@
+"""Per-pair statistics on hand-made samples: diverged samples, the per-seed table, the memorizing reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gdm.cells import expand_pairs
+from gdm.evaluate import PairData, per_seed_columns, summarize
+from gdm.reference import optimal_geometry, optimal_psnr_curves
+from gdm.sample import SampleResult
+
+
+class Shrink(nn.Module):
+    """f(y) = y / 2: a stand-in denoiser with a parameter, in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.5))
+        self.eval()
+
+    def forward(self, y):
+        return self.scale * y
+
+
+def _images(n, seed):
+    return torch.rand((n, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
+
+
+def _result(images, diverged):
+    k = len(images)
+    return SampleResult(images, torch.full((k,), 7), torch.tensor(diverged), torch.full((k,), 0.01))
+
+
+def _pair_data(cfg):
+    return PairData({"A": Shrink(), "B": Shrink()}, {"A": _images(5, 1), "B": _images(5, 2)}, _images(6, 3), None, "disks")
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return all(_finite_or_none(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite_or_none(v) for v in value)
+    return value is None or isinstance(value, str) or math.isfinite(value)
+
+
+def test_diverged_samples_are_counted_and_leave_every_statistic_finite(tiny_config):
+    data = _pair_data(tiny_config)
+    a = _images(4, 4)
+    a[1] = float("nan")  # a sample that blew up
+    samples = {"A": _result(a, [False, True, False, False]), "B": _result(_images(4, 5), [False] * 4)}
+    results, arrays = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
+    assert results["diverged_A"] == 1 and results["diverged_B"] == 0
+    assert arrays["valid"].tolist() == [True, False, True, True]
+    assert len(arrays["ab_correlation"]) == 3 and _finite_or_none(results)
+    assert results["ab_correlation_median"] is not None
+
+
+def test_all_diverged_gives_none_not_nan(tiny_config):
+    data = _pair_data(tiny_config)
+    nan = torch.full((4, 1, 8, 8), float("nan"))
+    samples = {"A": _result(nan, [True] * 4), "B": _result(_images(4, 5), [False] * 4)}
+    results, _ = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
+    assert results["ab_cosine_median"] is None and results["memorized_fraction"] is None
+    assert _finite_or_none(results)
+
+
+def test_per_seed_columns_split_the_nearest_arrays_by_model(tiny_config):
+    arrays = {"valid": torch.tensor([True, False, True]),
+              "ab_cosine": torch.tensor([0.1, 0.2]),
+              "nearest_cosine": torch.tensor([1.0, 2.0, 3.0, 4.0]),  # A's two samples, then B's
+              "nearest_other_cosine": torch.tensor([5.0, 6.0, 7.0, 8.0]),
+              "nearest_index_A_cosine": torch.tensor([3, 4]), "nearest_index_B_cosine": torch.tensor([0, 1])}
+    columns = per_seed_columns(tiny_config, arrays)
+    seed = tiny_config.eval.seed
+    assert columns["seed"] == [seed, seed + 2]
+    assert columns["nearest_A_cosine"] == [1.0, 2.0] and columns["nearest_B_cosine"] == [3.0, 4.0]
+    assert columns["nearest_other_B_cosine"] == [7.0, 8.0] and columns["nearest_index_A_cosine"] == [3, 4]
+    assert {len(c) for c in columns.values()} == {2}
+
+
+def test_optimal_reference_memorizes_its_training_set():
+    train, test = {"A": _images(3, 1)}, _images(3, 9)
+    curves = optimal_psnr_curves(train, test, [0.02, 0.5], images=3, seed=0, batch_size=2, device="cpu")["A"]
+    # at small noise the memorizer returns the training image itself: far above the input PSNR
+    assert curves["train"]["output_psnr"][0] > curves["train"]["input_psnr"][0] + 40
+    # and maps a test image to a training image: worse than leaving the small noise alone
+    assert curves["test"]["output_psnr"][0] < curves["test"]["input_psnr"][0]
+    assert curves["train"]["input_psnr"] != curves["test"]["input_psnr"]
+
+
+def test_optimal_geometry_of_one_image_is_zero_and_compares_jacobians():
+    one = _images(1, 1).double()
+    y = one[0] + 0.1 * torch.randn((1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    record = optimal_geometry(one, y, 0.1, torch.eye(64, dtype=torch.float64))
+    assert record["trace"] == pytest.approx(0.0, abs=1e-9)  # one image: no posterior uncertainty
+    two = _images(2, 1).double()
+    y = two.mean(0)  # halfway: both images share the weight, Cov = ¼ (x₁ − x₂)(x₁ − x₂)ᵀ
+    d = (two[0] - two[1]).reshape(-1)
+    expected = torch.outer(d, d) / 4 / 0.5**2
+    record = optimal_geometry(two, y, 0.5, expected)
+    assert record["relative_difference"] == pytest.approx(0.0, abs=1e-9)
+    assert record["trace"] == pytest.approx(float(d @ d) / 4 / 0.25, rel=1e-9)
