@@ -26,8 +26,8 @@ from gdm.config import SamplerConfig
 class SampleResult:
     images: torch.Tensor  # [K, C, H, W] final samples (after the optional final denoise)
     steps: torch.Tensor  # [K] iterations taken by each sample
-    diverged: torch.Tensor  # [K] bool: σ_t exceeded the bound or values stopped being finite
-    final_sigma: torch.Tensor  # [K] effective noise σ_t when the sample stopped
+    diverged: torch.Tensor  # [K] bool: some σ_t (the final y's too) exceeded the bound, or a value was not finite
+    final_sigma: torch.Tensor  # [K] effective noise σ_t when the sample stopped (of the last y at the step cap)
 
 
 def noise(seed: int, step: int, shape: Sequence[int]) -> torch.Tensor:
@@ -81,14 +81,15 @@ def _sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device):
     diverged = torch.zeros(k, dtype=torch.bool)
     sigma = torch.full((k,), float("inf"))
     active = torch.arange(k)
-    for t in range(1, cfg.max_steps + 1):
+    # t = max_steps + 1 only measures: the last update's y is checked like every earlier one.
+    for t in range(1, cfg.max_steps + 2):
         d = denoiser(y[active]) - y[active]  # step 1: the residual, ∝ σ² ∇ log p
         s = d.flatten(1).pow(2).mean(1).sqrt().cpu()  # step 2: σ_t² = ‖d_t‖² / D
         sigma[active] = s
-        bad = ~torch.isfinite(s) | (s > cfg.diverge_sigma) | ~torch.isfinite(y[active]).flatten(1).all(1).cpu()
+        bad = _diverging(y[active], s, cfg)
         diverged[active[bad]] = True
         go = ~bad & (s > cfg.sigma_end)
-        if not go.any():
+        if t > cfg.max_steps or not go.any():
             break
         idx, d, s = active[go], d[go.to(d.device)], s[go]
         h = step_size(cfg, t)
@@ -97,7 +98,19 @@ def _sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device):
         y[idx] = y[idx] + h * d + gamma.to(device).view(-1, 1, 1, 1) * z  # step 4
         steps[idx] = t
         active = idx
-    return _finish(denoiser, y, cfg, diverged), steps, diverged, sigma
+    images = _finish(denoiser, y, cfg, diverged)
+    diverged |= ~_finite(images)  # the final denoise may overflow too
+    return images, steps, diverged, sigma
+
+
+def _finite(y: torch.Tensor) -> torch.Tensor:
+    """[K] bool on the CPU: every value of sample i is finite."""
+    return torch.isfinite(y).flatten(1).all(1).cpu()
+
+
+def _diverging(y: torch.Tensor, sigma: torch.Tensor, cfg: SamplerConfig) -> torch.Tensor:
+    """[K] bool: σ_t is not finite or exceeds the bound, or y_{t−1} itself is not finite."""
+    return ~torch.isfinite(sigma) | (sigma > cfg.diverge_sigma) | ~_finite(y)
 
 
 def _finish(denoiser, y, cfg: SamplerConfig, diverged):

@@ -50,10 +50,11 @@ def events(cfg: ExperimentConfig) -> list[dict]:
 class FakeFit:
     fail: tuple[str, ...] = ()  # cell ids that raise
     delay: float = 0.05
+    slow: tuple[str, ...] = ()  # cell ids that take 10 × delay
 
     def __call__(self, cfg, cell, *, progress=False, plugins=None) -> Path:
         _event(cfg, kind="train", id=cell.cell_id, what="start")
-        time.sleep(self.delay)
+        time.sleep(self.delay * (10 if cell.cell_id in self.slow else 1))
         if cell.cell_id in self.fail:
             raise RuntimeError(f"boom in {cell.cell_id}")
         (cell.directory(cfg) / "metrics.jsonl").write_text(json.dumps({"step": cfg.trainer.max_steps}) + "\n")
@@ -75,8 +76,8 @@ def fake_prepare(data, data_dir: Path, *, progress: bool = False) -> dict:
     return {}
 
 
-def fake_steps(fail: tuple[str, ...] = (), delay: float = 0.05) -> GridSteps:
-    return GridSteps(prepare=fake_prepare, fit=FakeFit(fail, delay), evaluate=FakeEval(), report=None)
+def fake_steps(fail: tuple[str, ...] = (), delay: float = 0.05, slow: tuple[str, ...] = ()) -> GridSteps:
+    return GridSteps(prepare=fake_prepare, fit=FakeFit(fail, delay, slow), evaluate=FakeEval(), report=None)
 
 
 def assert_evals_after_cells(cfg: ExperimentConfig) -> None:
@@ -105,6 +106,19 @@ def test_local_executor_pool(tiny_overrides):
     assert_evals_after_cells(cfg)
     job_ids = {read_status(c.directory(cfg))["job_id"] for c in expand_cells(cfg)}
     assert len(job_ids) == 4  # one local process per cell
+
+
+def test_a_pair_is_evaluated_as_soon_as_its_own_cells_are_done(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides, "launch.executor=local", "launch.max_parallel=4", "launch.poll_seconds=0.2")
+    small, large = expand_pairs(cfg)  # n = 1 and n = 4; the n = 4 cells train ten times longer
+    summary = run_grid(cfg, progress=False, steps=fake_steps(delay=0.4, slow=tuple(c.cell_id for c in large.cells)))
+    assert len(summary["evaluated"]) == 2, summary
+    log = events(cfg)
+    small_eval = next(e["t"] for e in log if e["kind"] == "eval" and e["id"] == small.pair_id)
+    large_ends = [e["t"] for e in log if e["kind"] == "train" and e["what"] == "end" and e["id"] in
+                  {c.cell_id for c in large.cells}]
+    assert small_eval < min(large_ends)  # the pool did not wait for the rest of the grid
+    assert_evals_after_cells(cfg)
 
 
 @pytest.mark.parametrize("executor", ["inprocess", "local"])

@@ -29,6 +29,22 @@ class Scale(nn.Module):
         return self.a * y
 
 
+class PoisonCall(nn.Module):
+    """`inner`, except that its call number `call` (1-based) returns NaN in batch row `row`; counts its calls."""
+
+    def __init__(self, inner: nn.Module, call: int | None = None, row: int = 0):
+        super().__init__()
+        self.inner, self.call, self.row, self.calls = inner, call, row, 0
+
+    def forward(self, y):
+        self.calls += 1
+        out = self.inner(y)
+        if self.calls == self.call:
+            out = out.clone()
+            out[self.row] = float("nan")
+        return out
+
+
 def _target(seed=0, size=8):
     return torch.rand((1, size, size), generator=torch.Generator().manual_seed(seed))
 
@@ -57,10 +73,14 @@ def test_different_seeds_give_different_samples():
 
 
 def test_optimal_denoiser_of_one_image_returns_that_image():
+    # No final denoise (it would return x exactly): the iterations themselves must reach x. With f(y) = x,
+    # σ_t = ‖x − y_{t−1}‖/√D, so stopping at σ_t ≤ σ_∞ = 0.01 leaves an error ≤ 0.01 against rms(x) ≈ 0.58.
     x = _target(1)
-    out = sample(ShrinkToward(x), range(4), (1, 8, 8), SamplerConfig(h0=0.1, beta=0.5, max_steps=500))
+    cfg = SamplerConfig(h0=0.1, beta=0.5, sigma_end=0.01, max_steps=500, final_denoise=False)
+    out = sample(ShrinkToward(x), range(4), (1, 8, 8), cfg)
     cos = torch.nn.functional.cosine_similarity(out.images.flatten(1), x.flatten()[None])
     assert (cos > 0.999).all() and not out.diverged.any()
+    assert (out.final_sigma <= cfg.sigma_end).all()
     assert (out.steps < 500).all()  # stopped because σ_t fell below σ_∞, not at the cap
 
 
@@ -68,8 +88,36 @@ def test_expanding_denoiser_is_flagged_diverged_and_stats_stay_finite():
     cfg = SamplerConfig(h0=0.5, beta=0.5, max_steps=200, diverge_sigma=10.0)
     out = sample(Scale(2.0), range(3), (1, 8, 8), cfg)
     assert out.diverged.all()
-    assert torch.isfinite(out.final_sigma).all() or out.diverged.all()
-    assert (out.steps < 200).all()
+    # Flagged for σ_t above the bound, caught long before overflow: the recorded σ, images and steps stay usable.
+    assert torch.isfinite(out.final_sigma).all() and (out.final_sigma > cfg.diverge_sigma).all()
+    assert torch.isfinite(out.images).all()
+    assert ((out.steps > 0) & (out.steps < 200)).all()
+
+
+def test_sigma_past_the_bound_after_the_last_step_is_flagged_diverged():
+    # Scale(3), h = 1/2, β = 1 (so γ_t = 0), mean 0: y_t = 2^t y_0 and σ_t = 2 rms(y_{t−1}) = 2^t rms(y_0).
+    # The bound lies between the two largest σ of the final y_T, above every σ_t for t ≤ T.
+    shape, max_steps, seeds = (1, 8, 8), 4, range(4)
+    rms = torch.stack([noise(s, 0, shape).pow(2).mean().sqrt() for s in seeds])
+    bound = 2 ** (max_steps + 1) * float(rms.topk(2).values.mean())
+    cfg = SamplerConfig(h0=0.5, beta=1.0, mean=0.0, max_steps=max_steps, final_denoise=False, diverge_sigma=bound)
+    out = sample(Scale(3.0), seeds, shape, cfg)
+    assert torch.equal(out.diverged, rms == rms.max())
+    assert (out.steps == max_steps).all()  # every σ_t up to t = max_steps was within the bound
+    assert (out.final_sigma[out.diverged] > bound).all() and (out.final_sigma[~out.diverged] <= bound).all()
+    assert torch.isfinite(out.images[~out.diverged]).all()
+
+
+def test_non_finite_final_denoise_is_flagged_diverged():
+    cfg = SamplerConfig(h0=0.2, beta=0.5, max_steps=60)
+    inner, seeds = ShrinkToward(_target(), c=0.7), range(3)
+    counter = PoisonCall(inner)
+    clean = sample(counter, seeds, (1, 8, 8), cfg)
+    assert not clean.diverged.any()
+    out = sample(PoisonCall(inner, call=counter.calls, row=1), seeds, (1, 8, 8), cfg)  # the final denoise's call
+    assert out.diverged.tolist() == [False, True, False]
+    keep = ~out.diverged
+    assert torch.equal(out.images[keep], clean.images[keep]) and torch.equal(out.steps, clean.steps)
 
 
 def test_increasing_schedule():
