@@ -226,7 +226,10 @@ def pair_figures(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dict
         name = "similarity_hist" if m == measure else f"similarity_hist_{m}"
         paths[name] = figures.histograms({f"n = {pair.n}": series}, m, directory / f"{name}.png")
     curves = {f"{s} {kind}": results["psnr"][s][kind] for s in splits for kind in ("train", "test")}
-    paths["psnr"] = figures.psnr_curves(curves, directory / "psnr.png", title=f"{pair.dataset}, n = {pair.n}")
+    optimal = {f"{s} {kind}": results["psnr_optimal"][s][kind] for s in splits for kind in ("train", "test")
+               if s in results.get("psnr_optimal", {})}
+    paths["psnr"] = figures.psnr_curves(curves, directory / "psnr.png", title=f"{pair.dataset}, n = {pair.n}",
+                                        references=optimal, reference_label="optimal (memorizing) denoiser")
     for name in ("eigen_spectra", "eigenvectors"):
         if (directory / f"{name}.png").exists():
             paths[name] = directory / f"{name}.png"

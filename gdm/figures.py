@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -39,23 +40,64 @@ def image_rows(rows: Sequence[Sequence[torch.Tensor]], titles: Sequence[str], pa
     return save(fig, path)
 
 
+HISTOGRAM_BINS = 40  # bins across `histogram_range`
+
+
 def histograms(groups: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str, path: Path) -> Path:
-    """One panel per group (e.g. per n), overlaid histograms of each series (paper Figure 2)."""
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 2.6), squeeze=False)
+    """One panel per group (e.g. per n), overlaid histograms of each series (paper Figure 2).
+
+    All panels share one data-adaptive bin range (see `histogram_range`), so they compare at a glance.
+    """
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(3.2 * max(1, len(groups)), 2.6), squeeze=False)
+    value_range = histogram_range([v for series in groups.values() for values in series.values() for v in values])
     for ax, (title, series) in zip(axes[0], groups.items(), strict=False):
         for label, values in series.items():
-            ax.hist(list(values), bins=30, range=(-1, 1), alpha=0.55, label=label)
+            ax.hist(_finite(values), bins=HISTOGRAM_BINS, range=value_range, alpha=0.55, label=label)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
-    axes[0, 0].legend(fontsize=7)
+    if groups:
+        axes[0, 0].legend(fontsize=7)
     return save(fig, path)
 
 
-def psnr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str = "") -> Path:
-    """Output PSNR against input PSNR, with the identity line (paper Figure 1)."""
+def histogram_range(values: Sequence[float], margin: float = 0.05) -> tuple[float, float]:
+    """Bin range spanning the finite `values`, widened by `margin` of their span on each side.
+
+    A fixed (-1, 1) range puts every plain cosine of non-negative images (≈ 0.99) in one bin; the
+    differences that matter (A–B vs nearest-train) live in the third decimal. A single distinct value
+    gets a small width around it, no values at all the unit interval, so plotting never fails.
+    """
+    finite = _finite(values)
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    pad = margin * (high - low) if high > low else max(1e-3 * abs(low), 1e-6)
+    return low - pad, high + pad
+
+
+def _finite(values) -> list[float]:
+    """Plottable numbers: None (a diverged or missing entry, stored as JSON null) and NaN/inf dropped."""
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def psnr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str = "", *,
+                references: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                reference_label: str = "reference") -> Path:
+    """Output PSNR against input PSNR, with the identity line (paper Figure 1).
+
+    `references` (optional) are drawn dashed: one keyed like a curve takes that curve's colour, so a
+    model and its reference (e.g. the optimal denoiser of the same training set) read as a pair; the
+    legend names them once, as `reference_label`, rather than doubling every entry.
+    """
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    colours = {}
     for label, curve in curves.items():
-        ax.plot(curve["input_psnr"], curve["output_psnr"], "o-", ms=3, label=label)
+        (line,) = ax.plot(curve["input_psnr"], curve["output_psnr"], "o-", ms=3, label=label)
+        colours[label] = line.get_color()
+    for label, curve in (references or {}).items():
+        ax.plot(curve["input_psnr"], curve["output_psnr"], "--", lw=1, color=colours.get(label))
+    if references:
+        ax.plot([], [], "k--", lw=1, label=reference_label)  # legend proxy for all dashed curves
     low, high = ax.get_xlim()
     ax.plot([low, high], [low, high], "k:", lw=0.8)
     ax.set_xlabel("input PSNR (dB)")
@@ -66,11 +108,17 @@ def psnr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path,
 
 
 def lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: Path, *, xlabel: str, ylabel: str,
-          logx: bool = False) -> Path:
-    """Several series against a shared x (e.g. similarities against n)."""
+          logx: bool = False, references: Mapping[str, Sequence[float]] | None = None) -> Path:
+    """Several series against a shared x (e.g. similarities against n); None values leave gaps.
+
+    `references` (optional) are drawn dashed with their own labels, e.g. a constant series for a
+    theoretical value (the optimal C^α slope) or the optimal denoiser's counterpart of a measurement.
+    """
     fig, ax = plt.subplots(figsize=(4.0, 3.0))
     for label, values in series.items():
-        ax.plot(x, values, "o-", ms=4, label=label)
+        ax.plot(x, _gaps(values), "o-", ms=4, label=label)
+    for label, values in (references or {}).items():
+        ax.plot(x, _gaps(values), "--", lw=1, label=label)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -79,13 +127,27 @@ def lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: Path,
     return save(fig, path)
 
 
-def spectra(spectra: Mapping[str, Sequence[float]], path: Path) -> Path:
-    """Eigenvalues of the Jacobian's symmetric part, descending (paper Figure 3)."""
+def _gaps(values: Sequence[float | None]) -> list[float]:
+    return [math.nan if v is None else v for v in values]  # matplotlib breaks the line at NaN
+
+
+def spectra(spectra: Mapping[str, Sequence[float]], path: Path, *, title: str = "", logx: bool = True,
+            logy: bool = False) -> Path:
+    """Eigenvalues of the Jacobian's symmetric part, descending (paper Figure 3).
+
+    With `logy`, only the positive eigenvalues are drawn (at their own ranks): the log axis is where
+    the fast decay of a generalizing model's spectrum, and the rank < n cliff of a memorizing one, show.
+    """
     fig, ax = plt.subplots(figsize=(4.0, 3.0))
     for label, values in spectra.items():
-        ax.plot(range(1, len(values) + 1), values, label=label)
-    ax.set_xscale("log")
+        ranks = [(k, v) for k, v in enumerate(values, start=1) if v > 0 or not logy]
+        ax.plot([k for k, _ in ranks], [v for _, v in ranks], label=label)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel("rank k")
     ax.set_ylabel("eigenvalue λ_k")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return save(fig, path)

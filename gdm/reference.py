@@ -30,8 +30,13 @@ def optimal_psnr_curves(train: dict, test: torch.Tensor, sigmas, *, images: int,
 
 
 def optimal_geometry(train_images: torch.Tensor, y: torch.Tensor, sigma: float, model_jacobian: torch.Tensor) -> dict:
-    """Spectrum and trace of J* = Cov[x|y]/σ² at y, and ‖J − J*‖_F / ‖J*‖_F against the model's J."""
+    """Spectrum and trace of J* = Cov[x|y]/σ² at y, and ‖J − J*‖_F / ‖J‖_F against the model's J.
+
+    The model's norm is the scale: J* itself vanishes when one training image carries all the weight
+    (n = 1, or y close to a training image), where a memorizing model's J vanishes too.
+    """
     J = posterior_covariance(EmpiricalDenoiser(train_images, sigma), y) / sigma**2
     g = jacobian.geometry(J, keep=0)
-    difference = torch.linalg.norm(model_jacobian.double().to(J.device) - J) / torch.linalg.norm(J).clamp_min(1e-12)
+    model = model_jacobian.double().to(J.device)
+    difference = torch.linalg.norm(model - J) / torch.linalg.norm(model).clamp_min(1e-12)
     return {"trace": g.trace, "eigenvalues": g.eigenvalues.tolist(), "relative_difference": float(difference)}

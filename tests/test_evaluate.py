@@ -97,6 +97,7 @@ def test_optimal_geometry_of_one_image_is_zero_and_compares_jacobians():
     y = one[0] + 0.1 * torch.randn((1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     record = optimal_geometry(one, y, 0.1, torch.eye(64, dtype=torch.float64))
     assert record["trace"] == pytest.approx(0.0, abs=1e-9)  # one image: no posterior uncertainty
+    assert record["relative_difference"] == pytest.approx(1.0)  # ‖I − 0‖ / ‖I‖: scaled by the model's J
     two = _images(2, 1).double()
     y = two.mean(0)  # halfway: both images share the weight, Cov = ¼ (x₁ − x₂)(x₁ − x₂)ᵀ
     d = (two[0] - two[1]).reshape(-1)

@@ -1,0 +1,157 @@
+"""The report: summary tables with the other-split control, optional columns, and figures across n."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+
+from gdm import figures
+from gdm.cells import DONE_FILE, expand_pairs
+from gdm.report import make_report, markdown_table, summary_csv, summary_row
+
+CURVE = {"sigma": [0.1, 0.5], "input_psnr": [20.0, 6.0], "output_psnr": [24.0, 15.0]}
+OPTIMAL_CURVE = {"sigma": [0.1, 0.5], "input_psnr": [20.0, 6.0], "output_psnr": [30.0, 12.0]}
+
+
+def full_results(n: int) -> dict:
+    """A pair's results.json with every optional key an evaluation can write."""
+    jacobian = {f"image0_sigma{s:g}": {split: {"trace": 10.0 + n + (split == "B"), "asymmetry": 0.01,
+                                              "eigenvalues": [1.0, 0.5, 1e-3, -1e-4], "homogeneity_error": 1e-6,
+                                              "optimal": {"trace": 2.0, "eigenvalues": [1.0, 0.0, 0.0, 0.0],
+                                                          "relative_difference": 0.5}}
+                                       for split in "AB"} for s in (0.1, 0.5)}
+    return {"dataset": "disks", "n": n, "ab_cosine_median": 0.991, "nearest_cosine_median": 0.995,
+            "nearest_other_cosine_median": 0.993, "ab_correlation_median": 0.61, "nearest_correlation_median": 0.9,
+            "nearest_other_correlation_median": 0.42, "memorized_fraction": 0.75, "memorized_fraction_other": 0.0,
+            "psnr_gap": 1.5, "diverged_A": 0, "diverged_B": 2,
+            "psnr": {s: {"train": CURVE, "test": CURVE} for s in "AB"},
+            "psnr_optimal": {s: {"train": OPTIMAL_CURVE, "test": OPTIMAL_CURVE} for s in "AB"},
+            "jacobian": jacobian, "calpha_slope": {"A": 0.6, "B": None}, "calpha_optimal_slope": 2 / 3}
+
+
+def minimal_results(n: int) -> dict:
+    """What an old run, or one with every sample diverged, may hold: only dataset, n and psnr."""
+    return {"dataset": "disks", "n": n, "ab_correlation_median": None,
+            "psnr": {s: {"train": CURVE, "test": CURVE} for s in "AB"}}
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """Every matplotlib figure the figure helpers save, kept for inspection after the PNG is written."""
+    kept, save = [], figures.save
+
+    def keep(fig, path):
+        kept.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "save", keep)
+    return kept
+
+
+def test_markdown_shows_the_other_split_control_and_dashes_for_missing():
+    table = markdown_table([full_results(4), minimal_results(16)]).splitlines()
+    header = [h.strip() for h in table[0].strip("|").split("|")]
+    full = dict(zip(header, (c.strip() for c in table[2].strip("|").split("|")), strict=True))
+    empty = dict(zip(header, (c.strip() for c in table[3].strip("|").split("|")), strict=True))
+    assert full["nearest correlation, other split"] == "0.420" and full["memorized, other split"] == "0.00"
+    assert full["C^α slope / optimal α/(α+1)"] == "0.600/0.667"  # mean over the splits that have a slope
+    assert full["Jacobian trace (eff. dim.)"] == "14.5" and full["diverged A/B"] == "0/2"
+    assert empty["n"] == "16" and empty["nearest correlation, other split"] == "–" and empty["A–B correlation"] == "–"
+    assert empty["C^α slope / optimal α/(α+1)"] == "–/–" and empty["diverged A/B"] == "–/–"
+
+
+def test_markdown_drops_optional_columns_no_row_has():
+    header = markdown_table([minimal_results(1)]).splitlines()[0]
+    assert "other split" in header and "memorized" in header
+    assert "C^α" not in header and "Jacobian" not in header
+
+
+def test_csv_has_control_and_derived_columns():
+    rows = list(csv.DictReader(io.StringIO(summary_csv([full_results(4), minimal_results(16)]))))
+    assert float(rows[0]["nearest_other_correlation_median"]) == 0.42
+    assert float(rows[0]["nearest_other_cosine_median"]) == 0.993
+    assert float(rows[0]["jacobian_trace_mean"]) == pytest.approx(14.5)
+    assert float(rows[0]["jacobian_trace_optimal_mean"]) == 2.0
+    assert float(rows[0]["calpha_slope_mean"]) == pytest.approx(0.6)
+    assert rows[1]["nearest_other_correlation_median"] == "" and rows[1]["jacobian_trace_mean"] == ""
+
+
+def test_summary_row_ignores_non_finite_slopes():
+    results = {**minimal_results(1), "calpha_slope": {"A": float("nan"), "B": 0.5}}
+    assert summary_row(results)["calpha_slope_mean"] == 0.5
+
+
+def test_histogram_range_follows_the_data():
+    low, high = figures.histogram_range([0.990, 0.995, 0.992])
+    assert 0.985 < low < 0.990 and 0.995 < high < 1.0
+    single_low, single_high = figures.histogram_range([0.99])
+    assert single_low < 0.99 < single_high
+    assert figures.histogram_range([]) == (0.0, 1.0)
+    assert figures.histogram_range([None, float("nan"), 2.0]) == pytest.approx((2.0 - 2e-3, 2.0 + 2e-3))
+
+
+def test_histograms_resolve_nearby_cosines_into_separate_bins(tmp_path, drawn):
+    values = [0.990, 0.991, 0.993, 0.995]
+    path = figures.histograms({"n = 1": {"A–B": values}, "n = 4": {"A–B": [0.994]}}, "cosine", tmp_path / "h.png")
+    assert path.stat().st_size > 0
+    bars = drawn[0].axes[0].patches
+    assert len(bars) == figures.HISTOGRAM_BINS
+    assert sum(bar.get_height() > 0 for bar in bars) == len(values)  # a fixed (-1, 1) range gave one bin
+    assert bars[0].get_x() < 0.990 and bars[-1].get_x() + bars[-1].get_width() > 0.995
+
+
+def test_histograms_survive_single_values_and_empty_series(tmp_path):
+    assert figures.histograms({"n = 1": {"A–B": [0.5], "nearest": []}}, "cosine", tmp_path / "a.png").stat().st_size > 0
+    assert figures.histograms({"n = 1": {"A–B": []}}, "cosine", tmp_path / "b.png").stat().st_size > 0
+
+
+def test_psnr_references_are_dashed_in_their_curves_colour(tmp_path, drawn):
+    curves = {"n=1 train": CURVE, "n=1 test": CURVE}
+    figures.psnr_curves(curves, tmp_path / "p.png", references={"n=1 test": OPTIMAL_CURVE}, reference_label="optimal")
+    lines = drawn[0].axes[0].get_lines()
+    solid = {line.get_label(): line for line in lines if line.get_linestyle() == "-"}
+    dashed = [line for line in lines if line.get_linestyle() == "--" and len(line.get_xdata())]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == OPTIMAL_CURVE["output_psnr"]
+    assert dashed[0].get_color() == solid["n=1 test"].get_color()
+    assert "optimal" in [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    figures.psnr_curves(curves, tmp_path / "q.png")  # existing callers: no references, no dashed lines
+    assert not [line for line in drawn[1].axes[0].get_lines() if line.get_linestyle() == "--"]
+
+
+def test_spectra_on_log_y_keep_positive_eigenvalues_at_their_ranks(tmp_path, drawn):
+    figures.spectra({"n = 1": [1.0, 0.0, 0.1, -0.2]}, tmp_path / "s.png", logx=False, logy=True)
+    (line,) = drawn[0].axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 3] and drawn[0].axes[0].get_yscale() == "log"
+
+
+def write_fake_run(cfg, results_for) -> None:
+    """Done pair directories (results.json, samples.pt, DONE) as evaluation leaves them, without training."""
+    for pair in expand_pairs(cfg):
+        directory = pair.directory(cfg)
+        directory.mkdir(parents=True)
+        (directory / "results.json").write_text(json.dumps(results_for(pair.n)))
+        similarities = {f"{kind}_correlation": torch.linspace(0.3, 0.9, 4) for kind in ("ab", "nearest", "nearest_other")}
+        torch.save({"valid": torch.zeros(4, dtype=torch.bool), **similarities}, directory / "samples.pt")
+        (directory / DONE_FILE).write_text("{}")
+
+
+def test_report_of_a_fake_run_has_table_and_figures(tiny_config):
+    write_fake_run(tiny_config, full_results)
+    report = make_report(tiny_config)
+    table = (report / "summary.md").read_text()
+    assert all(f"| disks | {n} |" in table for n in tiny_config.n_train) and "0.420" in table
+    for name in ("correlation_vs_n", "similarity_hist", "psnr_A", "psnr_B", "spectra_vs_n", "jacobian_trace_vs_n",
+                 "calpha_slope_vs_n"):
+        path = report / f"disks_{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_report_without_optional_results_skips_their_figures(tiny_config):
+    write_fake_run(tiny_config, minimal_results)
+    report = make_report(tiny_config)
+    assert (report / "disks_psnr_A.png").stat().st_size > 0 and "| – |" in (report / "summary.md").read_text()
+    assert not any((report / f"disks_{name}.png").exists() for name in ("spectra_vs_n", "jacobian_trace_vs_n", "calpha_slope_vs_n"))
