@@ -94,10 +94,12 @@ def psnr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path,
     for label, curve in curves.items():
         (line,) = ax.plot(curve["input_psnr"], curve["output_psnr"], "o-", ms=3, label=label)
         colours[label] = line.get_color()
+    top = _psnr_top(curves)
     for label, curve in (references or {}).items():
-        ax.plot(curve["input_psnr"], curve["output_psnr"], "--", lw=1, color=colours.get(label))
+        _dashed_reference(ax, curve, top, colours.get(label))
     if references:
         ax.plot([], [], "k--", lw=1, label=reference_label)  # legend proxy for all dashed curves
+        ax.set_ylim(top=top)
     low, high = ax.get_xlim()
     ax.plot([low, high], [low, high], "k:", lw=0.8)
     ax.set_xlabel("input PSNR (dB)")
@@ -105,6 +107,22 @@ def psnr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path,
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return save(fig, path)
+
+
+def _psnr_top(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> float:
+    """Upper y-limit: the model curves and the identity line, with room above them."""
+    values = [v for c in curves.values() for v in (*c["output_psnr"], *c["input_psnr"])]
+    return max(values, default=40.0) + 15.0
+
+
+def _dashed_reference(ax, curve: Mapping[str, Sequence[float]], top: float, colour) -> None:
+    """A reference curve, its points above `top` (the memorizer recovering its own training images,
+    up to PSNR's cap) drawn on the top edge and marked ▲, so the models' curves keep their scale."""
+    shown = [min(v, top) for v in curve["output_psnr"]]
+    ax.plot(curve["input_psnr"], shown, "--", lw=1, color=colour, clip_on=False)
+    above = [(x, top) for x, v in zip(curve["input_psnr"], curve["output_psnr"], strict=True) if v > top]
+    if above:
+        ax.plot(*zip(*above, strict=True), "^", ms=4, color=colour, clip_on=False)
 
 
 def lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: Path, *, xlabel: str, ylabel: str,

@@ -122,6 +122,19 @@ def test_psnr_references_are_dashed_in_their_curves_colour(tmp_path, drawn):
     assert not [line for line in drawn[1].axes[0].get_lines() if line.get_linestyle() == "--"]
 
 
+def test_psnr_reference_above_the_models_scale_sits_on_the_top_edge_marked(tmp_path, drawn):
+    curve = {"input_psnr": [10.0, 20.0], "output_psnr": [18.0, 25.0]}
+    perfect = {"input_psnr": [10.0, 20.0], "output_psnr": [30.0, 100.0]}  # the memorizer on its own images
+    figures.psnr_curves({"A train": curve}, tmp_path / "p.png", references={"A train": perfect})
+    ax = drawn[0].axes[0]
+    top = ax.get_ylim()[1]
+    assert top == pytest.approx(25.0 + 15.0)  # the model's scale, not 100 dB
+    dashed = next(line for line in ax.get_lines() if line.get_linestyle() == "--" and len(line.get_xdata()))
+    assert list(dashed.get_ydata()) == [30.0, top]
+    (marks,) = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    assert list(marks.get_xdata()) == [20.0] and list(marks.get_ydata()) == [top]
+
+
 def test_spectra_on_log_y_keep_positive_eigenvalues_at_their_ranks(tmp_path, drawn):
     figures.spectra({"n = 1": [1.0, 0.0, 0.1, -0.2]}, tmp_path / "s.png", logx=False, logy=True)
     (line,) = drawn[0].axes[0].get_lines()
