@@ -118,13 +118,9 @@ def _fraction(mask: torch.Tensor) -> float | None:
 
 
 def _psnr_curves(cfg: ExperimentConfig, data: PairData, device) -> dict:
-    k = cfg.eval.psnr_images
-    curves = {}
-    for s, denoiser in data.denoisers.items():
-        run = {"seed": cfg.eval.seed, "batch_size": cfg.eval.batch_size, "device": device}
-        curves[s] = {"train": psnr.psnr_curve(denoiser, data.train[s][:k], cfg.eval.psnr_sigmas, **run),
-                     "test": psnr.psnr_curve(denoiser, data.test[:k], cfg.eval.psnr_sigmas, **run)}
-    return curves
+    run = {"images": cfg.eval.psnr_images, "seed": cfg.eval.seed, "batch_size": cfg.eval.batch_size, "device": device}
+    return {s: psnr.train_test_curves(lambda sigma, d=d: d, data.train[s], data.test, cfg.eval.psnr_sigmas, **run)
+            for s, d in data.denoisers.items()}
 
 
 def geometry_of(cfg: ExperimentConfig, data: PairData, directory: Path) -> dict:

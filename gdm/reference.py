@@ -9,6 +9,8 @@ Cov[x|y]/σ², is exact (no autograd) and has rank < n: the spectrum of a memori
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from gdm.analysis import jacobian, psnr
@@ -18,15 +20,8 @@ from gdm.analysis.optimal import EmpiricalDenoiser, posterior_covariance
 def optimal_psnr_curves(train: dict, test: torch.Tensor, sigmas, *, images: int, seed: int, batch_size: int,
                         device) -> dict:
     """split → {"train", "test"} PSNR curves of the empirical optimal denoiser of that split's set."""
-    curves = {}
-    for split, train_images in train.items():
-        def denoiser_at(sigma, train_images=train_images):
-            return EmpiricalDenoiser(train_images, sigma)
-
-        run = {"seed": seed, "batch_size": batch_size, "device": device}
-        curves[split] = {"train": psnr.psnr_curve_at(denoiser_at, train_images[:images], sigmas, **run),
-                         "test": psnr.psnr_curve_at(denoiser_at, test[:images], sigmas, **run)}
-    return curves
+    run = {"images": images, "seed": seed, "batch_size": batch_size, "device": device}
+    return {split: psnr.train_test_curves(partial(EmpiricalDenoiser, x), x, test, sigmas, **run) for split, x in train.items()}
 
 
 def optimal_geometry(train_images: torch.Tensor, y: torch.Tensor, sigma: float, model_jacobian: torch.Tensor) -> dict:

@@ -6,8 +6,8 @@ per-pixel Python loop). For a bias-free denoiser f(y) = J(y) y exactly (SCIENCE.
 f(y) = Σ_k λ_k ⟨y, e_k⟩ e_k in the eigenbasis of J's (near-)symmetric part.
 
 The weights enter as constants (detached, through `torch.func.functional_call`): parameters that
-require grad would make every batched backward also form ∂/∂θ, which on a CPU took 2.5–5× the time
-of the input gradient alone (benchmarks/bench_eval.py). The denoiser must be in eval mode: in
+require grad would make every batched backward also form ∂/∂θ, which doubled the time on a CPU
+(benchmarks/bench_eval.py: 1.60 s against 0.77 s at 32×32). The denoiser must be in eval mode: in
 training mode batch normalisation couples the rows of a batch and updates its running statistics.
 """
 
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 
-def jacobian(denoiser: nn.Module, y: torch.Tensor, *, chunk: int = 64) -> torch.Tensor:
+def jacobian(denoiser: nn.Module, y: torch.Tensor, *, chunk: int = 32) -> torch.Tensor:
     """J [D, D] of the eval-mode `denoiser` at one image y [C, H, W] (D = C·H·W), `chunk` rows a pass."""
     if any(module.training for module in denoiser.modules()):
         raise ValueError("jacobian() needs the denoiser in eval mode (call denoiser.eval()): in training "

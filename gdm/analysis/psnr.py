@@ -39,6 +39,13 @@ def psnr_curve_at(denoiser_at: Callable[[float], Callable], images: torch.Tensor
     return curve
 
 
+def train_test_curves(denoiser_at: Callable[[float], Callable], train: torch.Tensor, test: torch.Tensor,
+                      sigmas: Sequence[float], *, images: int, **run) -> dict[str, dict[str, list[float]]]:
+    """{"train", "test"}: `psnr_curve_at` on the first `images` training and held-out images."""
+    return {"train": psnr_curve_at(denoiser_at, train[:images], sigmas, **run),
+            "test": psnr_curve_at(denoiser_at, test[:images], sigmas, **run)}
+
+
 def generalization_gap(train: dict[str, list[float]], test: dict[str, list[float]]) -> float:
     """Train − test output PSNR, averaged over σ (dB): 0 when the denoiser generalizes."""
     pairs = zip(train["output_psnr"], test["output_psnr"], strict=False)
