@@ -1,9 +1,13 @@
-"""Grid expansion: a config → training cells (dataset, n, split) and eval pairs (dataset, n).
+"""The grid and the run-folder layout: cells (dataset, n, split), eval pairs (dataset, n), their ids,
+the settings each id stands for, and every path and file name under runs/<experiment>/.
 
-A cell's directory is deterministic: runs/<experiment>/<dataset>/n<n>-<split>-<hash>/, where the
-hash covers exactly the settings that change the trained weights (the dataset, model and trainer
-sections, less pure logging/speed knobs). Two configs differing only in evaluation settings share
-their trained cells; a requeued job finds its own directory, checkpoint and W&B run id again.
+A cell's folder is runs/<experiment>/<dataset>/n<n>-<split>-<hash>/, where the hash covers exactly the
+settings that change its trained weights (the dataset, model and trainer sections, less pure
+logging/speed knobs). A pair's folder is runs/<experiment>/<dataset>/n<n>-eval-<hash>/, where the hash
+covers its two cells' hashes and the eval and sampler settings that change its numbers. So a changed
+setting gives a new folder and an older result can never stand for the current settings; two configs
+differing only in evaluation share their trained cells; a requeued job finds its own folder again.
+Each folder holds `settings.json`, the settings its hash stands for (see `gdm.lifecycle`).
 """
 
 from __future__ import annotations
@@ -11,21 +15,31 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from gdm.config import ExperimentConfig, to_dict
-from gdm.io import atomic_write_json, read_json
 
-# Trainer fields that do not change the result: excluded from the cell hash.
+# Trainer fields that do not change the weights: excluded from the cell hash.
 _NEUTRAL_TRAINER_KEYS = ("log_every", "val_every", "num_workers", "checkpoint_every", "compile", "accelerator")
+# Eval fields that change figures only, never a number of results.json: excluded from the pair hash.
+_NEUTRAL_EVAL_KEYS = ("grid_samples",)
 
 
-class CellState(str, Enum):
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
+class Files:
+    """File names inside a cell or pair folder (the one place they are spelled)."""
+
+    SETTINGS = "settings.json"  # the settings the folder's hash stands for
+    STATUS = "status.json"  # the owner's record: state, step, error, where it runs (gdm.lifecycle)
+    SUBMISSION = "submission.json"  # the driver's record: the job it submitted, and whether it was lost
+    DONE = "DONE"  # written last by the owner: the folder is finished (with checksums of its outputs)
+    LEASE = "lease"  # flock'ed by the one process that owns the folder while it works
+    LAST_CKPT = "last.ckpt"  # Lightning checkpoint a cell resumes from
+    MODEL = "model.pt"  # the trained denoiser (weights_only-loadable)
+    METRICS = "metrics.jsonl"  # one record per logged training step
+    RESULTS = "results.json"  # a pair's results (strict JSON)
+    RESULTS_CSV = "results.csv"
+    SAMPLES = "samples.pt"  # a pair's samples and per-seed arrays
 
 
 @dataclass(frozen=True)
@@ -41,38 +55,75 @@ class Cell:
     def cell_id(self) -> str:
         return f"{self.dataset}/n{self.n:06d}-{self.split}-{self.settings_hash}"
 
+    @property
+    def item_id(self) -> str:
+        return self.cell_id
+
     def directory(self, cfg: ExperimentConfig) -> Path:
         return cfg.run_dir / self.cell_id
 
     def wandb_id(self, cfg: ExperimentConfig) -> str:
-        return _short_hash(f"{cfg.name}/{self.cell_id}/train", 16)
+        return stable_hash(f"{cfg.name}/{self.cell_id}/train", 16)
 
 
 @dataclass(frozen=True)
 class EvalPair:
-    """The two models (A and B) of one (dataset, n), evaluated together."""
+    """The two models (A and B) of one (dataset, n), evaluated together under one eval setting."""
 
     dataset: str
     n: int
     cells: tuple[Cell, ...]
+    settings_hash: str
 
     @property
     def pair_id(self) -> str:
-        return f"{self.dataset}/n{self.n:06d}-eval"
+        return f"{self.dataset}/n{self.n:06d}-eval-{self.settings_hash}"
+
+    @property
+    def item_id(self) -> str:
+        return self.pair_id
 
     def directory(self, cfg: ExperimentConfig) -> Path:
         return cfg.run_dir / self.pair_id
 
     def wandb_id(self, cfg: ExperimentConfig) -> str:
-        hashes = "-".join(c.settings_hash for c in self.cells)
-        return _short_hash(f"{cfg.name}/{self.pair_id}/{hashes}", 16)
+        return stable_hash(f"{cfg.name}/{self.pair_id}", 16)
+
+
+Item = Cell | EvalPair
+
+
+def stable_hash(payload: Any, length: int = 64) -> str:
+    """Hex sha256 of `payload` (text as is; anything else as canonical JSON), cut to `length` digits.
+
+    Independent of PYTHONHASHSEED, dict order and the machine: the same settings give the same id.
+    """
+    text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def cell_settings(cfg: ExperimentConfig, dataset: str) -> dict:
+    """What determines a cell's weights: its dataset, the model, the trainer less neutral keys."""
+    trainer = {k: v for k, v in to_dict(cfg.trainer).items() if k not in _NEUTRAL_TRAINER_KEYS}
+    return {"data": to_dict(cfg.datasets[dataset]), "model": to_dict(cfg.model), "trainer": trainer}
 
 
 def settings_hash(cfg: ExperimentConfig, dataset: str) -> str:
-    """Short hash of what determines a cell's weights (data, model, trainer less neutral keys)."""
-    trainer = {k: v for k, v in to_dict(cfg.trainer).items() if k not in _NEUTRAL_TRAINER_KEYS}
-    payload = {"data": to_dict(cfg.datasets[dataset]), "model": to_dict(cfg.model), "trainer": trainer}
-    return _short_hash(json.dumps(payload, sort_keys=True), 8)
+    """Short hash of `cell_settings` (the cell folder's suffix)."""
+    return stable_hash(cell_settings(cfg, dataset), 8)
+
+
+def pair_settings(cfg: ExperimentConfig, cells: tuple[Cell, ...]) -> dict:
+    """What determines a pair's numbers: its cells (by hash), the sampler, eval less neutral keys."""
+    evaluation = {k: v for k, v in to_dict(cfg.eval).items() if k not in _NEUTRAL_EVAL_KEYS}
+    return {"cells": {c.split: c.settings_hash for c in cells}, "eval": evaluation, "sampler": to_dict(cfg.sampler)}
+
+
+def item_settings(cfg: ExperimentConfig, item: Item) -> dict:
+    """The settings an item's hash stands for (written as its settings.json)."""
+    if isinstance(item, Cell):
+        return cell_settings(cfg, item.dataset)
+    return pair_settings(cfg, item.cells)
 
 
 def expand_cells(cfg: ExperimentConfig) -> list[Cell]:
@@ -88,47 +139,38 @@ def expand_pairs(cfg: ExperimentConfig) -> list[EvalPair]:
     """Every (dataset, n) pair with its cells; a pair needs all of them done before evaluation."""
     cells = expand_cells(cfg)
     keys = dict.fromkeys((c.dataset, c.n) for c in cells)
-    return [EvalPair(d, n, tuple(c for c in cells if (c.dataset, c.n) == (d, n))) for d, n in keys]
+    pairs = []
+    for dataset, n in keys:
+        mine = tuple(c for c in cells if (c.dataset, c.n) == (dataset, n))
+        pairs.append(EvalPair(dataset, n, mine, stable_hash(pair_settings(cfg, mine), 8)))
+    return pairs
 
 
-def _short_hash(text: str, length: int) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+# --- the rest of the run folder ---------------------------------------------------------------
 
 
-# --- state of a cell (or pair) on disk --------------------------------------------------------
-# DONE marks a finished directory; status.json holds the latest state, job id, step and error.
-
-DONE_FILE = "DONE"
-STATUS_FILE = "status.json"
+def config_path(cfg: ExperimentConfig) -> Path:
+    """The resolved config of the latest `gdm run` (each folder's settings.json is what binds results)."""
+    return cfg.run_dir / "config.yaml"
 
 
-def read_status(directory: Path) -> dict:
-    """The status record of a cell or pair directory, with `state` always present."""
-    if (directory / DONE_FILE).exists():
-        record = _read_record(directory)
-        return {**record, "state": CellState.DONE.value}
-    record = _read_record(directory)
-    record.setdefault("state", CellState.PENDING.value)
-    return record
+def data_dir(cfg: ExperimentConfig, dataset: str) -> Path:
+    return cfg.run_dir / "data" / dataset
 
 
-def write_status(directory: Path, **fields) -> dict:
-    """Merge `fields` into the directory's status.json (atomically) and return the record."""
-    record = {**_read_record(directory), **fields}
-    atomic_write_json(directory / STATUS_FILE, record)
-    return record
+def report_dir(cfg: ExperimentConfig) -> Path:
+    return cfg.run_dir / "report"
 
 
-def mark_done(directory: Path, **fields) -> None:
-    write_status(directory, state=CellState.DONE.value, error=None, **fields)
-    atomic_write_json(directory / DONE_FILE, {"done": True})
+def jobs_dir(cfg: ExperimentConfig, kind: str) -> Path:
+    """submitit's job files (pickles, logs) of one kind of job; `%j` is the job id."""
+    return cfg.run_dir / "jobs" / kind / "%j"
 
 
-def _read_record(directory: Path) -> dict:
-    path = directory / STATUS_FILE
-    if not path.exists():
-        return {}
-    try:
-        return dict(read_json(path))
-    except (ValueError, OSError):
-        return {}
+def wandb_dir(cfg: ExperimentConfig) -> Path:
+    return cfg.run_dir / "wandb_runs"
+
+
+def item_folders(cfg: ExperimentConfig) -> list[Path]:
+    """Every cell and pair folder on disk, current or from older settings (those holding settings.json)."""
+    return sorted(p.parent for p in cfg.run_dir.glob(f"*/n*/{Files.SETTINGS}") if p.parent.parent.name != "data")

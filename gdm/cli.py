@@ -14,22 +14,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Optional
 
 from gdm.config import ConfigError, ExperimentConfig, load_config
 
 OVERRIDES_HELP = ("config overrides as dotted key=value pairs, applied after the YAML file, e.g. "
                   "trainer.max_steps=50 'n_train=[1,10]' datasets.disks.image_size=32 wandb.mode=disabled")
-
-
-@dataclass(frozen=True)
-class CommonArgs:
-    """Options every subcommand shares."""
-
-    config: str  # YAML file of the experiment
-    overrides: tuple[str, ...]  # dotted key=value overrides
-    progress: bool  # show progress bars
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             command.add_argument("--dry-run", action="store_true",
                                  help="print the resolved config and the cells without running anything")
+        if name == "status":
+            command.add_argument("--all", action="store_true", dest="all_folders",
+                                 help="list every cell and pair folder on disk, those of older settings included "
+                                      "(marked 'older settings'); by default only the current settings' are shown")
     return parser
 
 
@@ -81,9 +75,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print(f"gdm: config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"gdm {args.command}: error: {err}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as err:  # OSError: no space, read-only storage, permissions
+        print(f"gdm {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+
+
+def _one_line(err: BaseException) -> str:
+    """The error as one line, naming the file where the OS gave one."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        return f"{err.filename}: {err.strerror}"
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
 
 
 def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
@@ -128,8 +130,7 @@ def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from launch.task import run_train_task
 
     cell = _pick(expand_cells(cfg), args, lambda c: c.cell_id, "cell")
-    run_train_task(cfg, cell, progress=args.progress)
-    return 0
+    return _report_outcome(cell.cell_id, run_train_task(cfg, cell, progress=args.progress))
 
 
 def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
@@ -137,14 +138,26 @@ def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from launch.task import run_eval_task
 
     pair = _pick(expand_pairs(cfg), args, lambda p: p.pair_id, "pair")
-    run_eval_task(cfg, pair, progress=args.progress)
+    return _report_outcome(pair.pair_id, run_eval_task(cfg, pair, progress=args.progress))
+
+
+def _report_outcome(item_id: str, outcome) -> int:
+    """One line on what happened; 0 also when another live process owns the item (it is not a failure)."""
+    texts = {"done": "done", "already_done": "already done; nothing to do",
+             "busy": "owned by another live process (see `gdm status`); not started here"}
+    print(f"{item_id}: {texts[outcome.value]}")
     return 0
 
 
 def _status(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    from launch.status import format_status, status_rows
+    from launch import slurm_cli
+    from launch.status import all_folder_rows, format_status, status_rows
 
-    print(format_status(status_rows(cfg)))
+    if args.all_folders:
+        print(format_status(all_folder_rows(cfg)))
+        return 0
+    queued = slurm_cli.live_job_ids() if cfg.launch.executor == "slurm" else None
+    print(format_status(status_rows(cfg, queued)))
     return 0
 
 
@@ -156,11 +169,12 @@ def _report(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 
 def _prepare(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from gdm.cells import data_dir
     from gdm.data.prepare import prepare_dataset
 
     for name, data in cfg.datasets.items():
-        manifest = prepare_dataset(data, cfg.run_dir / "data" / name, progress=args.progress)
-        print(f"{name}: {manifest.get('test_size')} test + {manifest.get('pool_size')} pool images in {cfg.run_dir / 'data' / name}")
+        manifest = prepare_dataset(data, data_dir(cfg, name), progress=args.progress)
+        print(f"{name}: {manifest.get('test_size')} test + {manifest.get('pool_size')} pool images in {data_dir(cfg, name)}")
     return 0
 
 

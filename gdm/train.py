@@ -3,12 +3,15 @@
 `fit_cell` builds the network (initial weights seeded by the cell), the data module, a Trainer
 (DDP over `devices × num_nodes` processes when there are several; gloo on CPU), checkpoints
 `<cell dir>/last.ckpt` atomically every `checkpoint_every` steps and resumes from it, logs to a W&B
-run whose id is the cell's, and on rank 0 writes `model.pt`, `metrics.jsonl` and DONE.
-`load_denoiser` turns a model.pt back into the blind denoiser f(y) = y - net(y).
+run whose id is the cell's, and on rank 0 writes `model.pt`, `metrics.jsonl` and DONE (with the
+model's checksum). A last.ckpt that cannot be read is set aside and training starts over; a model
+whose final weights or validation PSNR are not finite fails the cell instead of finishing it.
+`load_denoiser` (gdm.training.model_file) turns a model.pt back into the blind denoiser.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,23 +19,24 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch import nn
 
-from gdm.cells import Cell, mark_done, write_status
-from gdm.config import ExperimentConfig, ModelConfig, to_dict
+from gdm import lifecycle
+from gdm.cells import Cell, Files, cell_settings, data_dir
+from gdm.config import ExperimentConfig
 from gdm.data.module import CellDataModule
-from gdm.io import atomic_torch_save
 from gdm.models import build_model
 from gdm.training.checkpoint_io import AtomicCheckpointIO
 from gdm.training.denoiser import BlindDenoiser
+from gdm.training.health import NOT_DENOISING, NonFiniteModelError, check_finite, denoises
 from gdm.training.lit_module import DenoiserModule
 from gdm.training.loss import NonFiniteLossError
+from gdm.training.model_file import load_denoiser, save_model
 from gdm.training.seeds import cell_seed
 
-__all__ = ["DenoiserModule", "BlindDenoiser", "NonFiniteLossError", "TrainingInterrupted", "fit_cell",
-           "load_denoiser", "save_model", "build_cell_module"]
+__all__ = ["DenoiserModule", "BlindDenoiser", "NonFiniteLossError", "NonFiniteModelError", "TrainingInterrupted",
+           "fit_cell", "load_denoiser", "save_model", "build_cell_module", "usable_checkpoint"]
 
-LAST_CKPT, MODEL_FILE, METRICS_FILE = "last.ckpt", "model.pt", "metrics.jsonl"
+log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -41,26 +45,25 @@ class TrainingInterrupted(RuntimeError):
 
 def build_cell_module(cfg: ExperimentConfig, cell: Cell) -> tuple[DenoiserModule, CellDataModule]:
     """The LightningModule (weights seeded by the cell) and the data of `cell`."""
-    data_dir = cfg.run_dir / "data" / cell.dataset
     image_size = cfg.datasets[cell.dataset].image_size
     seed = cell_seed(cfg.trainer.seed, cell.cell_id)
     with torch.random.fork_rng(devices=[]):  # initial weights: a function of the cell, not of the process
         torch.manual_seed(seed % 2**63)
         net = build_model(cfg.model, image_size)
     world = cfg.trainer.devices * cfg.trainer.num_nodes
-    data = CellDataModule(data_dir, cell.split, cell.n, batch_size=cfg.trainer.batch_size // world,
+    data = CellDataModule(data_dir(cfg, cell.dataset), cell.split, cell.n, batch_size=cfg.trainer.batch_size // world,
                           in_memory=cfg.trainer.in_memory, seed=seed, epoch_size=cfg.trainer.max_steps,
                           num_workers=cfg.trainer.num_workers, val_images=cfg.eval.psnr_images)
     module = DenoiserModule(net, cfg.trainer, seed=seed, psnr_sigmas=cfg.eval.psnr_sigmas,
-                            metrics_path=cell.directory(cfg) / METRICS_FILE)
+                            metrics_path=cell.directory(cfg) / Files.METRICS)
     return module, data
 
 
 def make_trainer(cfg: ExperimentConfig, cell: Cell, *, progress: bool, plugins: Sequence[Any] | None,
                  callbacks: Sequence[Callback], logger: Any) -> L.Trainer:
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(dirpath=cell.directory(cfg), save_top_k=0, save_last=True,
-                                 every_n_train_steps=t.checkpoint_every)
+    checkpoint = ModelCheckpoint(dirpath=cell.directory(cfg), save_top_k=0, save_last=True, enable_version_counter=False,
+                                 every_n_train_steps=t.checkpoint_every)  # always last.ckpt: the folder is ours alone
     world = t.devices * t.num_nodes
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     return L.Trainer(
@@ -82,7 +85,7 @@ class StatusCallback(Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if trainer.is_global_zero and trainer.global_step % self.every == 0:
-            write_status(self.directory, step=trainer.global_step)
+            lifecycle.record_step(self.directory, trainer.global_step)
 
 
 def make_logger(cfg: ExperimentConfig, cell: Cell):
@@ -104,32 +107,52 @@ def prepare_network(module: DenoiserModule, cfg: ExperimentConfig) -> None:
 
 
 def fit_cell(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugins: Sequence[Any] | None = None,
-             callbacks: Sequence[Callback] = (), job_id: str | None = None) -> Path:
+             callbacks: Sequence[Callback] = ()) -> Path:
     """Train `cell` to cfg.trainer.max_steps (resuming from its last.ckpt); returns the cell directory.
 
     plugins: extra Lightning plugins (the launcher passes SLURMEnvironment(auto_requeue=False)).
-    callbacks: extra Lightning callbacks. Raises NonFiniteLossError if the loss turns NaN/inf (the
-    last good last.ckpt is kept) and TrainingInterrupted if fit stops early.
+    callbacks: extra Lightning callbacks. Raises NonFiniteLossError if the loss turns NaN/inf and
+    NonFiniteModelError if the weights do (the last finite last.ckpt is kept either way), and
+    TrainingInterrupted if fit stops early.
     """
     directory = cell.directory(cfg)
     directory.mkdir(parents=True, exist_ok=True)
+    lifecycle.write_settings(directory, cell_settings(cfg, cell.dataset))
     module, data = build_cell_module(cfg, cell)
     prepare_network(module, cfg)
     trainer = make_trainer(cfg, cell, progress=progress, plugins=plugins, callbacks=callbacks,
                            logger=make_logger(cfg, cell) if cfg.wandb.mode != "disabled" else False)
-    if trainer.is_global_zero:
-        write_status(directory, step=0, **({"job_id": job_id} if job_id else {}))
-    last = directory / LAST_CKPT
+    last = usable_checkpoint(directory / Files.LAST_CKPT)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=last if last.exists() else None)
+        trainer.fit(module, datamodule=data, ckpt_path=last)
     finally:
         close_wandb(trainer)
     if trainer.global_step < cfg.trainer.max_steps or trainer.interrupted:
         raise TrainingInterrupted(f"cell {cell.cell_id} stopped at step {trainer.global_step} of "
-                                  f"trainer.max_steps={cfg.trainer.max_steps}; run it again to resume from {last}")
+                                  f"trainer.max_steps={cfg.trainer.max_steps}; run it again to resume from "
+                                  f"{directory / Files.LAST_CKPT}")
     if trainer.is_global_zero:
-        finish_cell(cfg, cell, module, trainer)
+        finish_cell(cfg, cell, module, data, trainer)
     return directory
+
+
+def usable_checkpoint(path: Path) -> Path | None:
+    """`path` if it loads (weights_only) with finite values; a bad one is set aside and None returned.
+
+    A last.ckpt is written atomically and only from finite states, so this catches damage from
+    outside (a full disk, a copy cut short, a bit flip): training starts over rather than stays stuck.
+    """
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        check_finite(state.get("state_dict", {}), str(path))
+        return path
+    except Exception as err:  # truncated zip, unpickling error, NaN weights: all unusable
+        aside = lifecycle.set_aside(path)
+        log.warning("%s cannot be resumed from (%s: %s); set aside as %s, training starts from step 0",
+                    path, type(err).__name__, err, aside)
+        return None
 
 
 def close_wandb(trainer: L.Trainer) -> None:
@@ -139,31 +162,27 @@ def close_wandb(trainer: L.Trainer) -> None:
             logger.experiment.finish(exit_code=0 if trainer.state.status == "finished" else 1)
 
 
-def finish_cell(cfg: ExperimentConfig, cell: Cell, module: DenoiserModule, trainer: L.Trainer) -> None:
+def finish_cell(cfg: ExperimentConfig, cell: Cell, module: DenoiserModule, data: CellDataModule,
+                trainer: L.Trainer) -> None:
+    """model.pt from finite weights, a finite final validation, then DONE with the model's checksum."""
     directory = cell.directory(cfg)
-    save_model(directory / MODEL_FILE, module.eval_net, cfg.model, cfg.datasets[cell.dataset].image_size)
-    (directory / METRICS_FILE).touch()
-    mark_done(directory, step=trainer.global_step, model=str(directory / MODEL_FILE))
+    psnr = final_validation(module, data)
+    check_finite({"final validation PSNR": list(psnr.values())}, f"cell {cell.cell_id}")
+    save_model(directory / Files.MODEL, module.eval_net, cfg.model, cfg.datasets[cell.dataset].image_size)
+    (directory / Files.METRICS).touch()
+    curve = psnr_by_sigma(psnr, "test") or psnr_by_sigma(psnr, "train")
+    flags = () if not curve or denoises(curve) else (NOT_DENOISING,)
+    lifecycle.finish(directory, outputs=(Files.MODEL,), flags=flags, step=trainer.global_step, validation_psnr=psnr)
 
 
-def plain_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU, contiguous tensors under the plain network's keys (torch.compile in place keeps them)."""
-    return {key: value.detach().to("cpu", memory_format=torch.contiguous_format).clone()
-            for key, value in net.state_dict().items()}
+def final_validation(module: DenoiserModule, data: CellDataModule) -> dict[str, float]:
+    """val/psnr_<train|test>_sigma<σ> of the evaluated weights (also after a resume at max_steps)."""
+    if not module.val_batches:
+        module.val_batches = {k: v.to(module.device) for k, v in data.val_batches().items()}
+    return module.validation_psnr()
 
 
-def save_model(path: Path, net: nn.Module, model_cfg: ModelConfig, image_size: int) -> Path:
-    """model.pt: {"model", "model_cfg", "image_size", "state_dict"}, atomic, weights_only-loadable."""
-    payload = {"model": model_cfg.name, "model_cfg": to_dict(model_cfg), "image_size": int(image_size),
-               "state_dict": plain_state_dict(net)}
-    return atomic_torch_save(path, payload)
-
-
-def load_denoiser(path: Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The eval-mode blind denoiser f(y) = y - net(y) of a model.pt (or of a cell directory holding one)."""
-    path = Path(path)
-    path = path / MODEL_FILE if path.is_dir() else path
-    payload = torch.load(path, map_location=device, weights_only=True)
-    net = build_model(ModelConfig(**payload["model_cfg"]), payload["image_size"])
-    net.load_state_dict(payload["state_dict"])
-    return BlindDenoiser(net).to(device).eval()
+def psnr_by_sigma(metrics: dict[str, float], images: str) -> dict[float, float]:
+    """{σ: PSNR} of one validation batch ('train' or 'test'), from its val/psnr_<images>_sigma<σ> keys."""
+    prefix = f"val/psnr_{images}_sigma"
+    return {float(k[len(prefix):]): v for k, v in metrics.items() if k.startswith(prefix)}

@@ -4,35 +4,70 @@ Cells not done go out as job arrays; each eval pair goes out as soon as both of 
 (on SLURM at once, held by `afterok` on its cells' jobs). A failed cell is recorded with its error,
 the grid goes on, and its pair is skipped. Everything done is skipped, so a second run is a no-op and
 a killed run picks up where it stopped (training resumes from last.ckpt).
+
+Ownership (gdm.lifecycle): a folder whose lease a live process holds — a second driver's job, or an
+orphan of a driver that was killed — is adopted: this driver waits for that owner instead of starting
+a second job, and takes over (submits its own) only once the owner is gone without finishing. The
+driver writes nothing into a folder but its submission record.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from gdm.cells import Cell, CellState, EvalPair, expand_cells, expand_pairs, read_status, write_status
+from gdm import lifecycle
+from gdm.cells import Cell, EvalPair, Item, config_path, data_dir, expand_cells, expand_pairs, jobs_dir
 from gdm.config import ExperimentConfig, to_yaml
 from gdm.io import atomic_write_text
 from launch import slurm_cli
 from launch.executors import make_executor
 from launch.jobs import EvalJob, TrainJob
 from launch.steps import GridSteps
-from launch.tracking import Tracked, is_done, item_id, job_error, job_over
+from launch.task import Outcome
+
+PREPARE_PATIENCE_S = 6 * 3600.0  # how long a driver waits for another one preparing the same dataset
+MAX_TAKEOVERS = 2  # times one driver submits again for an item whose owner vanished without finishing
 
 
 def write_resolved_config(cfg: ExperimentConfig) -> None:
-    """The config this run used, beside its results (atomic: a reader sees all of it or none)."""
-    atomic_write_text(cfg.run_dir / "config.yaml", to_yaml(cfg))
+    """The config this run used, beside its results; left alone when unchanged but for where the run
+    folder is mounted (`root`), so a finished run re-runs on read-only storage."""
+    path = config_path(cfg)
+    if not path.exists() or _without_root(path.read_text(encoding="utf-8")) != _without_root(to_yaml(cfg)):
+        atomic_write_text(path, to_yaml(cfg))
+
+
+def _without_root(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("root:"))
 
 
 def prepare_all(cfg: ExperimentConfig, steps: GridSteps, progress: bool) -> None:
+    """Prepare each dataset, then verify its shards and caches once, here, before any job starts.
+
+    A dataset being prepared by another driver is waited for (its folder's lease), never written twice.
+    """
     for name, data in cfg.datasets.items():
-        steps.prepare(data, cfg.run_dir / "data" / name, progress=progress)
+        folder = data_dir(cfg, name)
+        with _owned(folder):
+            steps.prepare(data, folder, progress=progress)
+            if steps.verify is not None:
+                steps.verify(folder)
+
+
+def _owned(folder: Path):
+    """The folder's lease, waited for as long as another driver holds it; none on a finished read-only
+    folder (nothing will be written there: prepare and verify only read a prepared dataset)."""
+    if folder.exists() and not os.access(folder, os.W_OK):
+        return nullcontext()
+    return lifecycle.Lease(folder, patience=PREPARE_PATIENCE_S)
 
 
 def run_grid(cfg: ExperimentConfig, *, progress: bool = True, steps: GridSteps | None = None) -> dict:
@@ -48,6 +83,15 @@ def run_grid(cfg: ExperimentConfig, *, progress: bool = True, steps: GridSteps |
 
 
 @dataclass
+class Tracked:
+    """A cell or pair this driver waits on: its job, or (job None) an owner or queued job it adopted."""
+
+    item: Item
+    job_id: str | None
+    job: Any = None
+
+
+@dataclass
 class GridDriver:
     """Submits and watches the jobs of one `run_grid` call."""
 
@@ -55,24 +99,27 @@ class GridDriver:
     steps: GridSteps
     progress: bool = False
     summary: dict[str, Any] = field(default_factory=lambda: {
-        "already_done": 0, "trained": [], "evaluated": [], "skipped": [], "failed": []})
+        "already_done": 0, "trained": [], "evaluated": [], "done_elsewhere": [], "skipped": [], "failed": []})
 
     def __post_init__(self) -> None:
         self.on_slurm = self.cfg.launch.executor == "slurm"
         self.cells: list[Cell] = expand_cells(self.cfg)
         self.pairs: list[EvalPair] = expand_pairs(self.cfg)
-        self.live: dict[str, Tracked] = {}  # item id → its job out
+        self.live: dict[str, Tracked] = {}  # item id → what it waits on
         self.failed_cells: set[str] = set()
+        self.takeovers: dict[str, int] = {}
         self._executors: dict[str, Any] = {}
         self.bar = tqdm(total=len(self.cells) + len(self.pairs), desc=f"gdm {self.cfg.name}",
                         unit="job", disable=not self.progress)
 
+    def folder(self, item: Item):
+        return item.directory(self.cfg)
+
     # --- main loop ---------------------------------------------------------------------------
     def run(self) -> dict:
-        self.waiting_cells = [c for c in self.cells if not self._skip_done(c.directory(self.cfg))]
-        self.waiting_pairs = [p for p in self.pairs if not self._skip_done(p.directory(self.cfg))]
-        if self.on_slurm:
-            self._adopt_running_jobs()
+        self.waiting_cells = [c for c in self.cells if not self._skip_done(c)]
+        self.waiting_pairs = [p for p in self.pairs if not self._skip_done(p)]
+        self._adopt_owned()
         while self.waiting_cells or self.waiting_pairs or self.live:
             changed = self._submit_pairs() | self._submit_cells() | self._reap()
             if not changed and not self.live:  # guards the loop: should be unreachable
@@ -82,8 +129,8 @@ class GridDriver:
         self.bar.close()
         return self.summary
 
-    def _skip_done(self, directory) -> bool:
-        if is_done(directory):
+    def _skip_done(self, item: Item) -> bool:
+        if lifecycle.is_done(self.folder(item)):
             self.summary["already_done"] += 1
             self.bar.update(1)
             return True
@@ -94,8 +141,8 @@ class GridDriver:
         """The train or eval executor, made on first use (a no-op rerun never touches the cluster)."""
         if kind not in self._executors:
             launch = self.cfg.launch
-            folder = self.cfg.run_dir / "jobs" / kind / "%j"
-            self._executors[kind] = make_executor(launch.executor, folder, getattr(launch, kind), launch.max_parallel)
+            self._executors[kind] = make_executor(launch.executor, jobs_dir(self.cfg, kind), getattr(launch, kind),
+                                                  launch.max_parallel)
         return self._executors[kind]
 
     def free_slots(self, kind: str) -> int:
@@ -110,8 +157,8 @@ class GridDriver:
         if not batch:
             return False
         self.waiting_cells = self.waiting_cells[len(batch):]
-        for cell in batch:  # queued: written before the job can write `running`
-            write_status(cell.directory(self.cfg), state=CellState.PENDING.value, error=None)
+        for cell in batch:  # before submission: an in-process job runs inside submit
+            lifecycle.record_submission(self.folder(cell))
         jobs = self.executor("train").submit_array([TrainJob(self.cfg, cell, self.steps.fit) for cell in batch])
         for cell, job in zip(batch, jobs, strict=True):
             self._track(cell, job)
@@ -127,7 +174,9 @@ class GridDriver:
                 changed = True
             elif ready is not None and self.free_slots("eval") > 0:
                 self.waiting_pairs.remove(pair)
-                self._submit_pair(pair, ready)
+                lifecycle.record_submission(self.folder(pair))
+                job = self.executor("eval").submit(EvalJob(self.cfg, pair, self.steps.evaluate), dependencies=ready)
+                self._track(pair, job)
                 changed = True
         return changed
 
@@ -136,76 +185,134 @@ class GridDriver:
         ids = [c.cell_id for c in pair.cells]
         if any(i in self.failed_cells for i in ids):
             return "skip"
-        pending = [i for i in ids if not is_done(self._cell(i).directory(self.cfg))]
+        pending = [c.cell_id for c in pair.cells if not lifecycle.is_done(self.folder(c))]
         if not pending:
             return []
-        if self.on_slurm and all(i in self.live for i in pending):
-            return [self.live[i].job_id for i in pending]
+        if self.on_slurm and all(i in self.live and self.live[i].job is not None for i in pending):
+            return [str(self.live[i].job_id) for i in pending]
         return None
 
-    def _submit_pair(self, pair: EvalPair, dependencies: list[str]) -> None:
-        write_status(pair.directory(self.cfg), state=CellState.PENDING.value, error=None)
-        job = self.executor("eval").submit(EvalJob(self.cfg, pair, self.steps.evaluate), dependencies=dependencies)
-        self._track(pair, job)
+    def _track(self, item: Item, job: Any) -> None:
+        self.live[item.item_id] = Tracked(item, str(job.job_id), job)
+        lifecycle.attach_job(self.folder(item), str(job.job_id))
 
-    def _track(self, item: Cell | EvalPair, job: Any) -> None:
-        directory = item.directory(self.cfg)
-        self.live[item_id(item)] = Tracked(item, directory, str(job.job_id), job)
-        write_status(directory, job_id=str(job.job_id), submitted=time.time())
+    # --- adoption: live owners (any executor) and queued SLURM jobs of an earlier driver ---------
+    def _adopt_owned(self) -> None:
+        queued = slurm_cli.live_job_ids() if self.on_slurm else None
+        for waiting in (self.waiting_cells, self.waiting_pairs):
+            for item in list(waiting):
+                if self._adopt(item, queued or set()):
+                    waiting.remove(item)
 
-    # --- adoption of jobs still queued from an earlier driver (SLURM) ---------------------------
-    def _adopt_running_jobs(self) -> None:
-        live_ids = slurm_cli.live_job_ids() or set()
-        for cell in list(self.waiting_cells):
-            if self._adopt(cell, live_ids):
-                self.waiting_cells.remove(cell)
-        for pair in list(self.waiting_pairs):
-            if self._adopt(pair, live_ids):
-                self.waiting_pairs.remove(pair)
-
-    def _adopt(self, item: Cell | EvalPair, live_ids: set[str]) -> bool:
-        directory = item.directory(self.cfg)
-        job_id = read_status(directory).get("job_id")
-        if job_id is None or str(job_id) not in live_ids:
-            return False  # never submitted, or its job is gone: resubmit (it resumes from last.ckpt)
-        self.live[item_id(item)] = Tracked(item, directory, str(job_id))
-        return True
+    def _adopt(self, item: Item, queued: set[str]) -> bool:
+        directory = self.folder(item)
+        status = lifecycle.status(directory, queued)
+        job_id = lifecycle.submission(directory).get("job_id")
+        if lifecycle.owner_alive(directory) or (job_id is not None and str(job_id) in queued):
+            self.live[item.item_id] = Tracked(item, status.job_id)
+            return True
+        return False  # never submitted, or its job is gone: submit (a cell resumes from last.ckpt)
 
     # --- completion -----------------------------------------------------------------------------
     def _reap(self) -> bool:
-        live_ids = slurm_cli.live_job_ids() if self.on_slurm and self.live else None
-        if self.on_slurm and self.live and live_ids is None:
+        queued = slurm_cli.live_job_ids() if self.on_slurm and self.live else None
+        if self.on_slurm and self.live and queued is None:
             return False  # squeue did not answer: judge nothing this round rather than guess
-        over = [t for t in self.live.values() if job_over(t, live_ids)]
+        over = [t for t in self.live.values() if self._over(t, queued)]
         for tracked in over:
-            del self.live[item_id(tracked.item)]
+            del self.live[tracked.item.item_id]
             self._resolve(tracked)
         return bool(over)
 
+    def _over(self, tracked: Tracked, queued: set[str] | None) -> bool:
+        """True once nothing of this driver's can still change the item: its job ended, its owner died."""
+        if tracked.job is None:  # adopted: over when no one holds the lease and no job is queued for it
+            in_queue = queued is not None and tracked.job_id is not None and str(tracked.job_id) in queued
+            return not in_queue and not lifecycle.owner_alive(self.folder(tracked.item))
+        if queued is not None:  # on SLURM the queue is the truth (a requeued job is still listed)
+            return str(tracked.job_id) not in queued
+        return bool(tracked.job.done())
+
     def _resolve(self, tracked: Tracked) -> None:
-        key = "trained" if isinstance(tracked.item, Cell) else "evaluated"
-        if is_done(tracked.directory):
-            self.summary[key].append(item_id(tracked.item))
-        elif isinstance(tracked.item, EvalPair) and self._pair_readiness(tracked.item) == "skip":
-            self._resolve_skipped(tracked.item)  # cancelled by SLURM: a cell of it failed
+        item, directory = tracked.item, self.folder(tracked.item)
+        outcome = job_outcome(tracked.job)
+        if lifecycle.is_done(directory):
+            ours = outcome == Outcome.DONE
+            key = ("trained" if isinstance(item, Cell) else "evaluated") if ours else "done_elsewhere"
+            self.summary[key].append(item.item_id)
+        elif lifecycle.owner_alive(directory):  # BUSY: another live owner works on it; wait for that one
+            self.live[item.item_id] = Tracked(item, lifecycle.status(directory).job_id)
+            return
+        elif isinstance(item, EvalPair) and self._pair_readiness(item) == "skip":
+            self._resolve_skipped(item)  # cancelled by SLURM: a cell of it failed
+            return
+        elif self._owner_vanished(tracked, outcome) and self._take_over(item):
             return
         else:
             self._resolve_failed(tracked)
         self.bar.update(1)
 
+    def _owner_vanished(self, tracked: Tracked, outcome: Outcome | None) -> bool:
+        """The item was someone else's (adopted, or our job found it BUSY) and that owner is gone unfinished."""
+        failed = lifecycle.status(self.folder(tracked.item)).state == lifecycle.State.FAILED
+        return (tracked.job is None or outcome == Outcome.BUSY) and not failed
+
+    def _take_over(self, item: Item) -> bool:
+        """Queue the item again (a cell resumes from last.ckpt); False once it was tried MAX_TAKEOVERS times."""
+        count = self.takeovers.get(item.item_id, 0)
+        if count >= MAX_TAKEOVERS:
+            return False
+        self.takeovers[item.item_id] = count + 1
+        (self.waiting_cells if isinstance(item, Cell) else self.waiting_pairs).append(item)
+        return True
+
     def _resolve_failed(self, tracked: Tracked) -> None:
-        error = job_error(tracked)
-        write_status(tracked.directory, state=CellState.FAILED.value, error=error)
-        self.summary["failed"].append(item_id(tracked.item))
-        if isinstance(tracked.item, Cell):
-            self.failed_cells.add(tracked.item.cell_id)
-        tqdm.write(f"gdm: {item_id(tracked.item)} failed: {error}", file=sys.stderr)
+        item, directory = tracked.item, self.folder(tracked.item)
+        status = lifecycle.status(directory)
+        error = status.error if status.state == lifecycle.State.FAILED else None
+        if error is None:  # the owner recorded nothing: the job was killed, or failed before it started
+            error = job_error(tracked)
+            lifecycle.record_lost(directory, str(tracked.job_id), error)
+        self.summary["failed"].append(item.item_id)
+        if isinstance(item, Cell):
+            self.failed_cells.add(item.cell_id)
+        tqdm.write(f"gdm: {item.item_id} failed: {error}", file=sys.stderr)
 
     def _resolve_skipped(self, pair: EvalPair) -> None:
-        write_status(pair.directory(self.cfg), state=CellState.PENDING.value,
-                     error="skipped: a cell of this pair failed")
         self.summary["skipped"].append(pair.pair_id)
         self.bar.update(1)
 
-    def _cell(self, cell_id: str) -> Cell:
-        return next(c for c in self.cells if c.cell_id == cell_id)
+
+def job_outcome(job: Any) -> Outcome | None:
+    """What a finished job's task reported (None: no job, no result, or the job raised)."""
+    if job is None or _exception(job) is not None:
+        return None
+    paths = getattr(job, "paths", None)
+    if paths is not None and not paths.result_pickle.exists():
+        return None
+    try:
+        result = job.result()
+    except Exception:
+        return None
+    return Outcome(result) if result in {o.value for o in Outcome} else None
+
+
+def job_error(tracked: Tracked) -> str:
+    """Why a job ended without its owner recording anything: its exception, or a guess."""
+    exception = _exception(tracked.job)
+    if exception is not None:
+        lines = [line for line in str(exception).strip().splitlines() if line.strip()]
+        return lines[-1] if lines else type(exception).__name__
+    return f"job {tracked.job_id} ended without finishing (cancelled, killed, out of memory or out of time?)"
+
+
+def _exception(job: Any) -> BaseException | None:
+    if job is None:
+        return None
+    paths = getattr(job, "paths", None)
+    if paths is not None and not paths.result_pickle.exists():
+        return None  # exception() would wait for a result that never comes
+    try:
+        return job.exception()
+    except Exception as err:  # an unreadable result is an error too
+        return err

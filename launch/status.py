@@ -1,19 +1,24 @@
-"""`gdm status`: one row per cell and eval pair — state, job, training step, last error."""
+"""`gdm status`: one row per cell and eval pair of the current settings — state, job, step, error.
+
+States come from gdm.lifecycle: "running" means a live process holds the folder's lease now, so a
+dead job never shows as running. `--all` lists every folder on disk, older settings included.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from gdm.cells import expand_cells, expand_pairs, read_status
+from gdm import lifecycle
+from gdm.cells import Files, expand_cells, expand_pairs, item_folders
 from gdm.config import ExperimentConfig
 
-COLUMNS = ("kind", "id", "state", "job_id", "array_task_id", "step", "error")
+COLUMNS = ("kind", "id", "state", "job_id", "step", "flags", "error")
 
 
 def last_step(directory: Path) -> int | None:
     """The step of the newest line of metrics.jsonl (training writes one every log_every steps)."""
-    path = directory / "metrics.jsonl"
+    path = directory / Files.METRICS
     if not path.exists():
         return None
     with open(path, "rb") as handle:
@@ -28,18 +33,36 @@ def last_step(directory: Path) -> int | None:
     return None
 
 
-def _row(kind: str, item_id: str, directory: Path) -> dict:
-    record = read_status(directory)
-    step = record.get("step")
-    return {"kind": kind, "id": item_id, "state": record["state"], "job_id": record.get("job_id"),
-            "array_task_id": record.get("array_task_id"), "step": step if step is not None else last_step(directory),
-            "error": record.get("error")}
+def _row(kind: str, item_id: str, directory: Path, queued: set[str] | None, error: str | None = None) -> dict:
+    status = lifecycle.status(directory, queued)
+    step = status.step if status.step is not None else last_step(directory)
+    return {"kind": kind, "id": item_id, "state": status.state.value, "job_id": status.job_id, "step": step,
+            "flags": ", ".join(status.flags) or None, "error": status.error or error}
 
 
-def status_rows(cfg: ExperimentConfig) -> list[dict]:
-    """A row per training cell, then per eval pair, in `gdm cells` order."""
-    rows = [_row("train", c.cell_id, c.directory(cfg)) for c in expand_cells(cfg)]
-    return rows + [_row("eval", p.pair_id, p.directory(cfg)) for p in expand_pairs(cfg)]
+def status_rows(cfg: ExperimentConfig, queued: set[str] | None = None) -> list[dict]:
+    """A row per training cell, then per eval pair, in `gdm cells` order (current settings only)."""
+    cells = expand_cells(cfg)
+    rows = [_row("train", c.cell_id, c.directory(cfg), queued) for c in cells]
+    failed = {r["id"] for r in rows if r["state"] == lifecycle.State.FAILED.value}
+    for pair in expand_pairs(cfg):
+        blocked = [c.cell_id for c in pair.cells if c.cell_id in failed]
+        note = f"waits on failed cell {', '.join(blocked)}" if blocked else None
+        rows.append(_row("eval", pair.pair_id, pair.directory(cfg), queued, note))
+    return rows
+
+
+def all_folder_rows(cfg: ExperimentConfig) -> list[dict]:
+    """Every cell and pair folder on disk with its state, and whether the current settings use it."""
+    current = {c.cell_id for c in expand_cells(cfg)} | {p.pair_id for p in expand_pairs(cfg)}
+    rows = []
+    for directory in item_folders(cfg):
+        item_id = directory.relative_to(cfg.run_dir).as_posix()
+        kind = "eval" if "-eval-" in directory.name else "train"
+        row = _row(kind, item_id, directory, None)
+        flags = [None if item_id in current else "older settings", row["flags"]]
+        rows.append({**row, "flags": ", ".join(f for f in flags if f) or None})
+    return rows
 
 
 def _cell_text(value, width: int = 60) -> str:

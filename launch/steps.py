@@ -17,6 +17,12 @@ def _prepare(data, data_dir: Path, *, progress: bool = False) -> dict:
     return prepare_dataset(data, data_dir, progress=progress)
 
 
+def _verify(data_dir: Path) -> dict:
+    from gdm.data.store import verify_data
+
+    return verify_data(data_dir)
+
+
 def _report(cfg) -> Path:
     from gdm.report import make_report
 
@@ -26,6 +32,7 @@ def _report(cfg) -> Path:
 @dataclass(frozen=True)
 class GridSteps:
     prepare: Callable[..., dict] = _prepare  # prepare_dataset(data, data_dir, progress=)
+    verify: Callable[..., dict] | None = _verify  # verify_data(data_dir): shards and caches, once, before fan-out
     fit: Callable[..., Path] | None = None  # fit_cell(cfg, cell, progress=, plugins=)
     evaluate: Callable[..., dict] | None = None  # eval_pair(cfg, pair, progress=)
     report: Callable[..., Path] | None = _report  # make_report(cfg); None: no report

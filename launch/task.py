@@ -1,7 +1,9 @@
 """One cell or one pair in this process: what a submitit job, `gdm train` and `gdm eval` run.
 
-Each task records where it runs (job id, array task id, host) in the cell's status.json before it
-starts, and its error if it fails, so `gdm status` and the driver can tell what happened.
+A task first takes its folder's lease (gdm.lifecycle): at most one process trains a cell or
+evaluates a pair at a time, whoever started it. A task that finds the folder done returns at once;
+one that finds a live owner returns BUSY without touching anything, and the driver waits for that
+owner. The owner records where it runs (job id, array task id, host, pid) and, on failure, its error.
 """
 
 from __future__ import annotations
@@ -11,14 +13,24 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 
-from gdm.cells import Cell, CellState, EvalPair, read_status, write_status
+from gdm import lifecycle
+from gdm.cells import Cell, EvalPair, Item, item_settings
 from gdm.config import ExperimentConfig
 from launch.slurm_env import SlurmEnv, job_record, read_slurm_env
 
 FitFn = Callable[..., Path]
 EvalFn = Callable[..., dict]
+
+
+class Outcome(str, Enum):
+    """What a task did: the driver tells work done here from work another owner did or is doing."""
+
+    DONE = "done"  # this task trained or evaluated the item
+    ALREADY_DONE = "already_done"  # the folder was done when the task looked
+    BUSY = "busy"  # another live process owns the folder
 
 
 def _default_fit() -> FitFn:
@@ -43,19 +55,13 @@ def _submitit_job_id() -> str | None:
         return None
 
 
-def _start(directory: Path, env: SlurmEnv) -> None:
-    if env.rank == 0:  # one writer per job, also under DDP
-        record = job_record(env, _submitit_job_id())
-        if record["job_id"] is None:  # in-process: keep the id the driver recorded
-            del record["job_id"]
-        write_status(directory, state=CellState.RUNNING.value, error=None, host=socket.gethostname(),
-                     started=time.time(), **record)
+def _owner(env: SlurmEnv) -> dict:
+    record = job_record(env, _submitit_job_id())
+    return {**record, "host": socket.gethostname()}
 
 
-def _fail(directory: Path, env: SlurmEnv, err: Exception) -> None:
-    if env.rank == 0:
-        message = "".join(traceback.format_exception_only(type(err), err)).strip()
-        write_status(directory, state=CellState.FAILED.value, error=message, failed=time.time())
+def _error_line(err: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(err), err)).strip()
 
 
 def ddp_config(cfg: ExperimentConfig, env: SlurmEnv) -> ExperimentConfig:
@@ -75,36 +81,61 @@ def _slurm_plugins(env: SlurmEnv) -> list | None:
     return [SLURMEnvironment(auto_requeue=False)]
 
 
+def run_owned(cfg: ExperimentConfig, item: Item, work: Callable[[], object], env: SlurmEnv) -> Outcome:
+    """Run `work` as the one owner of `item`'s folder; DDP ranks > 0 follow their rank 0."""
+    directory = item.directory(cfg)
+    if lifecycle.is_done(directory):
+        return Outcome.ALREADY_DONE
+    if env.rank != 0:
+        return _follow(directory, env, work)
+    try:
+        lease = lifecycle.Lease(directory).acquire()
+    except lifecycle.LeaseBusy:
+        return Outcome.BUSY
+    try:
+        if lifecycle.is_done(directory):  # finished between the first look and the lease
+            return Outcome.ALREADY_DONE
+        lifecycle.start(directory, item_settings(cfg, item), **_owner(env))
+        try:
+            work()
+        except Exception as err:  # SystemExit (submitit's requeue) is not a failure and passes through
+            lifecycle.fail(directory, _error_line(err))
+            raise
+        return Outcome.DONE
+    finally:
+        lease.release()
+
+
+def _follow(directory: Path, env: SlurmEnv, work: Callable[[], object], patience: float = 120.0) -> Outcome:
+    """A DDP rank > 0 works only once its own job's rank 0 holds the lease (else it would hang in DDP)."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        record = lifecycle.status(directory).record
+        if lifecycle.owner_alive(directory) and record.get("slurm_job_id") == env.job_id:
+            work()
+            return Outcome.DONE
+        if lifecycle.is_done(directory):
+            return Outcome.ALREADY_DONE
+        time.sleep(0.5)
+    return Outcome.BUSY
+
+
 def run_train_task(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, fit: FitFn | None = None,
-                   env: SlurmEnv | None = None) -> Path:
-    """Train `cell` here (resuming from its last.ckpt); a cell already done returns at once."""
+                   env: SlurmEnv | None = None) -> Outcome:
+    """Train `cell` here (resuming from its last.ckpt) unless it is done or owned by another process."""
     env = env or read_slurm_env()
-    directory = cell.directory(cfg)
-    if read_status(directory)["state"] == CellState.DONE.value:
-        return directory
-    _start(directory, env)
     fit = fit or _default_fit()
     plugins = _slurm_plugins(env)
     kwargs = {"plugins": plugins} if plugins else {}
-    try:
-        return fit(ddp_config(cfg, env), cell, progress=progress, **kwargs)
-    except Exception as err:  # SystemExit (submitit's requeue) is not a failure and passes through
-        _fail(directory, env, err)
-        raise
+    return run_owned(cfg, cell, lambda: fit(ddp_config(cfg, env), cell, progress=progress, **kwargs), env)
 
 
 def run_eval_task(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False, evaluate: EvalFn | None = None,
-                  env: SlurmEnv | None = None) -> dict:
+                  env: SlurmEnv | None = None) -> Outcome:
     """Evaluate `pair` here; refuses to start unless every cell of the pair is done."""
     env = env or read_slurm_env()
-    missing = [c.cell_id for c in pair.cells if read_status(c.directory(cfg))["state"] != CellState.DONE.value]
+    missing = [c.cell_id for c in pair.cells if not lifecycle.is_done(c.directory(cfg))]
     if missing:
         raise RuntimeError(f"pair {pair.pair_id}: cells not done yet: {', '.join(missing)}")
-    directory = pair.directory(cfg)
-    _start(directory, env)
     evaluate = evaluate or _default_eval()
-    try:
-        return evaluate(cfg, pair, progress=progress)
-    except Exception as err:
-        _fail(directory, env, err)
-        raise
+    return run_owned(cfg, pair, lambda: evaluate(cfg, pair, progress=progress), env)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gdm.cells import CellState, expand_cells, expand_pairs, mark_done, read_status, settings_hash, write_status
+import json
+
+from gdm.cells import expand_cells, expand_pairs, pair_settings, settings_hash, stable_hash
 from gdm.config import load_config
 
 
@@ -34,15 +36,23 @@ def test_cell_directory_layout(tiny_config):
         f"disks/n000004-A-{cell.settings_hash}"
 
 
-def test_state_machine_on_disk(tiny_config):
-    directory = expand_cells(tiny_config)[0].directory(tiny_config)
-    assert read_status(directory)["state"] == CellState.PENDING.value
-    write_status(directory, state=CellState.RUNNING.value, job_id="42", step=3)
-    assert read_status(directory) == {"state": "running", "job_id": "42", "step": 3}
-    write_status(directory, state=CellState.FAILED.value, error="boom")
-    assert read_status(directory)["error"] == "boom"
-    mark_done(directory, step=6)
-    status = read_status(directory)
-    assert status["state"] == "done" and status["error"] is None and status["job_id"] == "42"
-    (directory / "status.json").write_text("{ truncated")
-    assert read_status(directory)["state"] == "done"  # DONE wins over a damaged status record
+def test_pair_ids_carry_their_cells_and_eval_settings(tiny_overrides):
+    base = load_config(None, tiny_overrides)
+    pair = expand_pairs(base)[0]
+    assert pair.pair_id == f"disks/n000001-eval-{pair.settings_hash}"
+    assert pair.settings_hash == stable_hash(pair_settings(base, pair.cells), 8)
+    assert pair_settings(base, pair.cells)["cells"] == {"A": pair.cells[0].settings_hash, "B": pair.cells[1].settings_hash}
+    # every setting that changes a pair's numbers gives a new pair folder …
+    for change in ("eval.num_samples=6", "sampler.h0=0.1", "eval.psnr_sigmas=[0.2]", "trainer.max_steps=7", "eval.seed=3"):
+        other = expand_pairs(load_config(None, [*tiny_overrides, change]))[0]
+        assert other.pair_id != pair.pair_id, change
+    # … and figure-only settings do not
+    assert expand_pairs(load_config(None, [*tiny_overrides, "eval.grid_samples=1"]))[0].pair_id == pair.pair_id
+
+
+def test_stable_hash_is_canonical_json():
+    assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})
+    import hashlib
+
+    assert stable_hash({"a": 1}, 12) == hashlib.sha256(json.dumps({"a": 1}, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert stable_hash("text") == hashlib.sha256(b"text").hexdigest()

@@ -115,24 +115,35 @@ def test_tampered_manifest_is_refused(prepared):
         load_split(data_dir, "A", 2)
 
 
-def test_tampered_shard_is_refused_even_after_caching(prepared):
+def test_tampered_shard_is_refused_by_the_drivers_check(prepared):
+    from gdm.data.store import verify_data
+
     data_dir, manifest = prepared
-    load_split(data_dir, "A", 2)  # builds and stamps the cache
+    verify_data(data_dir)  # the driver, before fan-out: shards checked, caches built and stamped
     shard = data_dir / manifest["shards"]["pool"][2]["name"]
     raw = bytearray(shard.read_bytes())
     raw[1500] ^= 0xFF
     shard.write_bytes(bytes(raw))
+    load_split(data_dir, "A", 2)  # jobs trust the verified cache and never re-read the shards …
+    (data_dir / "pool.images.npy").unlink()
     with pytest.raises(DataError, match=f"shard .*{shard.name} does not match its checksum"):
-        load_split(data_dir, "A", 2)
+        verify_data(data_dir)  # … while a cache made again from them is refused
     load_split(data_dir, "test")  # the test shards are intact
 
 
-def test_tampered_cache_is_rebuilt(prepared):
+def test_tampered_cache_is_rebuilt_even_with_size_and_mtime_kept(prepared):
+    import os
+
     data_dir, _ = prepared
-    first = load_split(data_dir, "A", 3)
-    cache = np.load(data_dir / "pool.images.npy")
-    np.save(data_dir / "pool.images.npy", np.zeros_like(cache))
-    torch.testing.assert_close(load_split(data_dir, "A", 3), first)
+    before = load_split(data_dir, "B")  # B = the end of the pool: holds the cache's last bytes
+    cache = data_dir / "pool.images.npy"
+    stat = cache.stat()
+    raw = bytearray(cache.read_bytes())
+    raw[-5] ^= 0xFF  # a flipped pixel: same size …
+    cache.write_bytes(bytes(raw))
+    os.utime(cache, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # … same modification time
+    assert not np.array_equal(np.load(cache)[-1], (before[-1, 0] * 255).round().numpy().astype(np.uint8))
+    torch.testing.assert_close(load_split(data_dir, "B"), before)  # checked by content, rebuilt from the shards
 
 
 def test_interrupted_prepare_is_completed(tmp_path, prepared):

@@ -7,6 +7,7 @@ evaluation never starts before both of its cells are done, on the in-process and
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -16,7 +17,8 @@ import cloudpickle
 import pytest
 from omegaconf import OmegaConf
 
-from gdm.cells import CellState, expand_cells, expand_pairs, mark_done, read_status, write_status
+from gdm import lifecycle
+from gdm.cells import expand_cells, expand_pairs
 from gdm.config import ExperimentConfig
 from launch.executors import _slurm_parameters, make_executor
 from launch.grid import run_grid
@@ -24,7 +26,7 @@ from launch.jobs import EvalJob, TrainJob
 from launch.slurm_env import SlurmEnv, read_slurm_env
 from launch.status import format_status, status_rows
 from launch.steps import GridSteps
-from launch.task import ddp_config, run_train_task
+from launch.task import Outcome, ddp_config, run_train_task
 
 # The local executor unpickles the stand-ins in fresh processes that cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -58,7 +60,7 @@ class FakeFit:
         if cell.cell_id in self.fail:
             raise RuntimeError(f"boom in {cell.cell_id}")
         (cell.directory(cfg) / "metrics.jsonl").write_text(json.dumps({"step": cfg.trainer.max_steps}) + "\n")
-        mark_done(cell.directory(cfg), step=cfg.trainer.max_steps)
+        lifecycle.finish(cell.directory(cfg), step=cfg.trainer.max_steps)
         _event(cfg, kind="train", id=cell.cell_id, what="end")
         return cell.directory(cfg)
 
@@ -67,7 +69,7 @@ class FakeFit:
 class FakeEval:
     def __call__(self, cfg, pair, *, progress=False) -> dict:
         _event(cfg, kind="eval", id=pair.pair_id, what="start")
-        mark_done(pair.directory(cfg))
+        lifecycle.finish(pair.directory(cfg))
         return {}
 
 
@@ -77,7 +79,7 @@ def fake_prepare(data, data_dir: Path, *, progress: bool = False) -> dict:
 
 
 def fake_steps(fail: tuple[str, ...] = (), delay: float = 0.05, slow: tuple[str, ...] = ()) -> GridSteps:
-    return GridSteps(prepare=fake_prepare, fit=FakeFit(fail, delay, slow), evaluate=FakeEval(), report=None)
+    return GridSteps(prepare=fake_prepare, verify=None, fit=FakeFit(fail, delay, slow), evaluate=FakeEval(), report=None)
 
 
 def assert_evals_after_cells(cfg: ExperimentConfig) -> None:
@@ -96,7 +98,7 @@ def test_inprocess_grid_trains_then_evaluates(tiny_overrides):
     assert not summary["failed"] and not summary["skipped"]
     assert (cfg.run_dir / "config.yaml").read_text().startswith("name: tiny")
     assert_evals_after_cells(cfg)
-    assert all(read_status(c.directory(cfg))["job_id"] for c in expand_cells(cfg))
+    assert all(lifecycle.status(c.directory(cfg)).job_id for c in expand_cells(cfg))
 
 
 def test_local_executor_pool(tiny_overrides):
@@ -104,7 +106,7 @@ def test_local_executor_pool(tiny_overrides):
     summary = run_grid(cfg, progress=False, steps=fake_steps(delay=0.5))
     assert len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2, summary
     assert_evals_after_cells(cfg)
-    job_ids = {read_status(c.directory(cfg))["job_id"] for c in expand_cells(cfg)}
+    job_ids = {lifecycle.status(c.directory(cfg)).job_id for c in expand_cells(cfg)}
     assert len(job_ids) == 4  # one local process per cell
 
 
@@ -127,8 +129,8 @@ def test_failed_cell_is_recorded_and_its_pair_skipped(tiny_overrides, executor):
     bad = expand_cells(cfg)[3]  # n=4, split B
     summary = run_grid(cfg, progress=False, steps=fake_steps(fail=(bad.cell_id,)))
     assert summary["failed"] == [bad.cell_id]
-    record = read_status(bad.directory(cfg))
-    assert record["state"] == CellState.FAILED.value and f"boom in {bad.cell_id}" in record["error"]
+    status = lifecycle.status(bad.directory(cfg))
+    assert status.state == lifecycle.State.FAILED and status.error == f"RuntimeError: boom in {bad.cell_id}"
     assert len(summary["trained"]) == 3
     pair_n1, pair_n4 = expand_pairs(cfg)
     assert summary["evaluated"] == [pair_n1.pair_id] and summary["skipped"] == [pair_n4.pair_id]
@@ -148,12 +150,18 @@ def test_rerun_submits_nothing(tiny_overrides):
 def test_killed_and_failed_cells_are_resubmitted(tiny_overrides):
     cfg = tiny_cfg(tiny_overrides)
     cells = expand_cells(cfg)
-    mark_done(cells[0].directory(cfg))
-    write_status(cells[1].directory(cfg), state="running", job_id="12345")  # its job was killed
-    write_status(cells[2].directory(cfg), state="failed", error="out of memory")
+    lifecycle.finish(cells[0].directory(cfg))
+    with lifecycle.Lease(cells[1].directory(cfg)):  # its job was killed: it let go of the lease, unfinished
+        lifecycle.start(cells[1].directory(cfg), {}, job_id="12345")
+    with lifecycle.Lease(cells[2].directory(cfg)):
+        lifecycle.start(cells[2].directory(cfg), {}, job_id="12346")
+        lifecycle.fail(cells[2].directory(cfg), "out of memory")
+    assert lifecycle.status(cells[1].directory(cfg)).state == lifecycle.State.PENDING
+    assert lifecycle.status(cells[2].directory(cfg)).state == lifecycle.State.FAILED
     summary = run_grid(cfg, progress=False, steps=fake_steps())
     assert sorted(summary["trained"]) == sorted(c.cell_id for c in cells[1:])
-    assert read_status(cells[2].directory(cfg))["error"] is None
+    assert lifecycle.status(cells[2].directory(cfg)).error is None
+    assert lifecycle.status(cells[2].directory(cfg)).state == lifecycle.State.DONE
 
 
 def test_status_rows_and_table(tiny_overrides):
@@ -163,20 +171,61 @@ def test_status_rows_and_table(tiny_overrides):
     rows = status_rows(cfg)
     assert [r["kind"] for r in rows] == ["train"] * 4 + ["eval"] * 2
     by_id = {r["id"]: r for r in rows}
-    assert by_id[bad.cell_id]["state"] == "failed" and "boom" in by_id[bad.cell_id]["error"]
+    assert by_id[bad.cell_id]["state"] == "failed" and by_id[bad.cell_id]["error"] == f"RuntimeError: boom in {bad.cell_id}"
     assert by_id[expand_cells(cfg)[0].cell_id]["step"] == cfg.trainer.max_steps
+    blocked = expand_pairs(cfg)[0]
+    assert by_id[blocked.pair_id]["state"] == "pending" and by_id[blocked.pair_id]["error"] == f"waits on failed cell {bad.cell_id}"
     table = format_status(rows)
     assert table.splitlines()[0].split()[:3] == ["kind", "id", "state"]
     assert table.splitlines()[-1] == "4 done, 1 failed, 1 pending"
 
 
-def test_jobs_requeue_as_fresh_copies(tiny_overrides):
+def test_a_requeued_job_runs_the_same_call_again(tiny_overrides):
     cfg = tiny_cfg(tiny_overrides)
     cell, pair = expand_cells(cfg)[0], expand_pairs(cfg)[0]
-    for job in (TrainJob(cfg, cell, FakeFit()), EvalJob(cfg, pair, FakeEval())):
-        delayed = job.checkpoint()
-        assert delayed.function == job and delayed.function is not job
-        assert not delayed.args and not delayed.kwargs
+    job = TrainJob(cfg, cell, FakeFit())
+    delayed = job.checkpoint()  # what submitit requeues on USR2 / timeout
+    assert not delayed.args and not delayed.kwargs
+    assert delayed.function.cell == cell and delayed.function.cfg == cfg
+    assert delayed.function() == Outcome.DONE and lifecycle.is_done(cell.directory(cfg))
+    assert job() == Outcome.ALREADY_DONE  # the requeued run found the cell finished: nothing trained twice
+    assert [e["what"] for e in events(cfg) if e["kind"] == "train"] == ["start", "end"]
+    for other in expand_cells(cfg)[1:2]:
+        lifecycle.finish(other.directory(cfg))
+    assert EvalJob(cfg, pair, FakeEval()).checkpoint().function() == Outcome.DONE
+
+
+def test_a_live_owner_is_adopted_not_duplicated(tiny_overrides):
+    """A folder held by another live process (a second driver's job, an orphan) is waited for, not retrained."""
+    cfg = tiny_cfg(tiny_overrides, "launch.poll_seconds=0.1")
+    owned = expand_cells(cfg)[2]
+    folder = owned.directory(cfg)
+    script = ("import sys, time; from gdm import lifecycle; "
+              f"lease = lifecycle.Lease({str(folder)!r}).acquire(); lifecycle.start({str(folder)!r}, {{}}, job_id='other'); "
+              "print('held', flush=True); time.sleep(3); lifecycle.finish(" + repr(str(folder)) + ", step=6)")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "held"
+        summary = run_grid(cfg, progress=False, steps=fake_steps())
+    finally:
+        owner.wait(timeout=30)
+    assert summary["done_elsewhere"] == [owned.cell_id]
+    assert sorted(summary["trained"]) == sorted(c.cell_id for c in expand_cells(cfg) if c != owned)
+    assert owned.cell_id not in {e["id"] for e in events(cfg) if e["kind"] == "train"}
+    assert len(summary["evaluated"]) == 2 and not summary["failed"]
+    finished = lifecycle.done_record(folder)["finished"]
+    pair = next(p for p in expand_pairs(cfg) if owned in p.cells)
+    assert next(e["t"] for e in events(cfg) if e["id"] == pair.pair_id) >= finished  # waited for the owner
+
+
+def test_a_busy_job_hands_over_to_the_live_owner(tiny_overrides):
+    cfg = tiny_cfg(tiny_overrides)
+    cell = expand_cells(cfg)[0]
+    with lifecycle.Lease(cell.directory(cfg)):
+        lifecycle.start(cell.directory(cfg), {}, job_id="first")
+        assert run_train_task(cfg, cell, fit=FakeFit()) == Outcome.BUSY
+        assert lifecycle.status(cell.directory(cfg)).job_id == "first"  # the busy task wrote nothing
+    assert not events(cfg)
 
 
 def test_train_task_records_slurm_ids_and_ddp_shape(tiny_overrides):
@@ -185,14 +234,15 @@ def test_train_task_records_slurm_ids_and_ddp_shape(tiny_overrides):
     seen = {}
 
     def fit(cfg_in, cell_in, *, progress=False, plugins=None):
-        seen.update(devices=cfg_in.trainer.devices, plugins=plugins, record=read_status(cell_in.directory(cfg_in)))
+        seen.update(devices=cfg_in.trainer.devices, plugins=plugins, record=lifecycle.status(cell_in.directory(cfg_in)).record,
+                    running=lifecycle.status(cell_in.directory(cfg_in)).state)
         return cell_in.directory(cfg_in)
 
     env = read_slurm_env({"SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1",
                           "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_PROCID": "0"})
     run_train_task(cfg, cell, fit=fit, env=env)
     assert seen["record"]["job_id"] == "77_1" and seen["record"]["array_task_id"] == 1
-    assert seen["record"]["state"] == "running" and seen["devices"] == 2
+    assert seen["running"] == lifecycle.State.RUNNING and seen["devices"] == 2
     assert type(seen["plugins"][0]).__name__ == "SLURMEnvironment"
     assert ddp_config(cfg, SlurmEnv()) is cfg
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gdm import figures
-from gdm.cells import DONE_FILE, expand_pairs
+from gdm.cells import Files, expand_pairs
 from gdm.report import make_report, markdown_table, summary_csv, summary_row
 
 CURVE = {"sigma": [0.1, 0.5], "input_psnr": [20.0, 6.0], "output_psnr": [24.0, 15.0]}
@@ -149,7 +149,7 @@ def write_fake_run(cfg, results_for) -> None:
         (directory / "results.json").write_text(json.dumps(results_for(pair.n)))
         similarities = {f"{kind}_correlation": torch.linspace(0.3, 0.9, 4) for kind in ("ab", "nearest", "nearest_other")}
         torch.save({"valid": torch.zeros(4, dtype=torch.bool), **similarities}, directory / "samples.pt")
-        (directory / DONE_FILE).write_text("{}")
+        (directory / Files.DONE).write_text("{}")
 
 
 def test_report_of_a_fake_run_has_table_and_figures(tiny_config):
@@ -168,3 +168,61 @@ def test_report_without_optional_results_skips_their_figures(tiny_config):
     report = make_report(tiny_config)
     assert (report / "disks_psnr_A.png").stat().st_size > 0 and "| – |" in (report / "summary.md").read_text()
     assert not any((report / f"disks_{name}.png").exists() for name in ("spectra_vs_n", "jacobian_trace_vs_n", "calpha_slope_vs_n"))
+
+
+GAUSSIAN_CURVE = {"sigma": [0.1, 0.5], "input_psnr": [20.0, 6.0], "output_psnr": [23.0, 14.0]}
+
+
+def controls_results(n: int) -> dict:
+    """full_results plus what the controls add: cross-seed, novelty, Gaussian reference, realism, verdict."""
+    return {**full_results(n), "cross_seed_correlation_median": 0.02, "novelty_correlation_median": 0.78,
+            "cross_seed_cosine_median": 0.97, "novelty_cosine_median": 0.99,
+            "psnr_gaussian": {s: {"train": GAUSSIAN_CURVE, "test": GAUSSIAN_CURVE} for s in "AB"},
+            "gaussian_margin_db_min_A": 1.0, "gaussian_margin_db_min_B": -0.25, "gaussian_margin_db_mean_A": 1.0,
+            "gaussian_margin_db_mean_B": 0.5, "contrast_A": 0.05, "contrast_B": 0.06, "contrast_test": 0.057,
+            "contrast_distance_A": 0.12, "contrast_distance_B": 0.05, "spectrum_distance_db_A": 2.5,
+            "spectrum_distance_db_B": 1.5, "histogram_distance_A": 0.01, "histogram_distance_B": 0.02,
+            "verdict": "generalizing" if n > 1 else "memorizing"}
+
+
+def write_fake_run_with_controls(cfg) -> None:
+    write_fake_run(cfg, controls_results)
+    for pair in expand_pairs(cfg):
+        path = pair.directory(cfg) / "samples.pt"
+        arrays = torch.load(path, weights_only=True)
+        arrays |= {"cross_seed_correlation": torch.linspace(-0.1, 0.1, 12), "novelty_correlation": torch.linspace(0.5, 0.9, 6)}
+        for name in ("A", "B", "test"):
+            arrays |= {f"realism_contrast_{name}": torch.rand(4), f"realism_spectrum_{name}": torch.tensor([1.0, 0.3, 0.1]),
+                       f"realism_histogram_{name}": torch.rand(48)}
+        torch.save(arrays, path)
+
+
+def test_markdown_and_csv_show_the_controls_and_the_verdict():
+    table = markdown_table([controls_results(1), controls_results(4), minimal_results(16)]).splitlines()
+    header = [h.strip() for h in table[0].strip("|").split("|")]
+    cells = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in table[2:5]]
+    assert [c["verdict"] for c in cells] == ["memorizing", "generalizing", "–"]
+    assert cells[1]["A–B correlation, other seeds"] == "0.020" and cells[1]["held-out–nearest correlation (novelty)"] == "0.780"
+    assert cells[1]["test − Gaussian ref. (dB), min A/B"] == "1.00/-0.25"
+    assert cells[1]["contrast A/B/held-out"] == "0.050/0.060/0.057" and cells[2]["spectrum dist. A/B (dB)"] == "–/–"
+    rows = list(csv.DictReader(io.StringIO(summary_csv([controls_results(4), minimal_results(16)]))))
+    assert rows[0]["verdict"] == "generalizing" and float(rows[0]["histogram_distance_B"]) == 0.02
+    assert rows[1]["verdict"] == "" and rows[1]["cross_seed_correlation_median"] == ""
+    assert "verdict" not in markdown_table([minimal_results(1)]).splitlines()[0]  # old runs: no empty column
+
+
+def test_report_draws_the_controls_across_n(tiny_config, drawn):
+    write_fake_run_with_controls(tiny_config)
+    report = make_report(tiny_config)
+    for name in ("controls_vs_n", "realism_vs_n", "similarity_hist", "psnr_A", "correlation_vs_n"):
+        assert (report / f"disks_{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    labels = {t.get_text() for fig in drawn for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    assert {"A–B, other seeds", "held-out–nearest train", "Gaussian (Wiener) reference", "held-out",
+            "A–B, different seeds (median)", "Gaussian reference"} <= labels
+    assert "| generalizing |" in (report / "summary.md").read_text()
+
+
+def test_report_of_runs_without_controls_skips_their_figures(tiny_config):
+    write_fake_run(tiny_config, full_results)
+    report = make_report(tiny_config)
+    assert not (report / "disks_controls_vs_n.png").exists() and not (report / "disks_realism_vs_n.png").exists()

@@ -21,7 +21,8 @@ import cloudpickle
 import pytest
 from test_launch import FakeEval, _event, assert_evals_after_cells, events, fake_prepare, fake_steps, tiny_cfg
 
-from gdm.cells import expand_cells, expand_pairs, mark_done, read_status
+from gdm import lifecycle
+from gdm.cells import expand_cells, expand_pairs
 from launch.grid import run_grid
 from launch.steps import GridSteps
 
@@ -86,6 +87,12 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def read_status(directory) -> dict:
+    """The owner's record with the derived state, job id and error (gdm.lifecycle.status)."""
+    status = lifecycle.status(directory)
+    return {**status.record, "state": status.state.value, "job_id": status.job_id, "error": status.error}
+
+
 # --- orchestration with stand-ins: runs whether or not training exists yet ---------------------
 
 def test_grid_of_stand_ins_runs_as_arrays_and_waits_for_cells(tiny_overrides):
@@ -118,7 +125,7 @@ class StepFit:
             time.sleep(0.5)
             step += 1
             ckpt.write_text(str(step))
-        mark_done(cell.directory(cfg), step=step)
+        lifecycle.finish(cell.directory(cfg), step=step)
         return cell.directory(cfg)
 
 
@@ -126,7 +133,7 @@ def test_stand_in_preemption_requeues_and_resumes(tiny_overrides):
     cfg = slurm_cfg(tiny_overrides, "n_train=[1]", "splits=[A]")
     cell = expand_cells(cfg)[0]
     result: dict = {}
-    steps = GridSteps(prepare=fake_prepare, fit=StepFit(), evaluate=FakeEval(), report=None)
+    steps = GridSteps(prepare=fake_prepare, verify=None, fit=StepFit(), evaluate=FakeEval(), report=None)
     driver = threading.Thread(target=lambda: result.update(run_grid(cfg, progress=False, steps=steps)))
     driver.start()
     ckpt = cell.directory(cfg) / "last.ckpt"

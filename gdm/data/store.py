@@ -1,10 +1,11 @@
 """Load a prepared split as a float tensor: A_n = pool[0:n], B_n = pool[-n:], or the test set.
 
-The first load of a group (pool or test) verifies every shard's sha256 against the manifest, decodes
-the shards into `<group>.images.npy` (and `<group>.params.npy`), written atomically, and records the
-size and mtime of shards and caches in `.verified-<group>.json`. Later loads only compare those stats
-(a changed file triggers full verification again) and slice the cache through a memmap, so a 10^5 x
-80 x 80 cell loads at memory speed.
+`verify_data`, which the driver runs once before it fans jobs out, checks every shard's sha256
+against the manifest and decodes each group (pool, test) into `<group>.images.npy` (and
+`<group>.params.npy`), written atomically, with the caches' own sha256 in `.verified-<group>.json`.
+A job's load then checks the cache by content (its sha256 against that stamp; about a second per
+GB) rather than re-reading every shard, and slices it through a memmap. A cache that fails its
+check, or a missing stamp, sends the load back through the shards.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import torch
 
 from gdm.data.errors import DataError
 from gdm.data.manifest import load_manifest
-from gdm.data.shards import file_sha256, read_split
+from gdm.data.pixels import to_unit
+from gdm.data.shards import read_split
 from gdm.data.splits import split_slice
-from gdm.io import atomic_write, atomic_write_json
+from gdm.io import atomic_write, atomic_write_json, file_sha256
 
-__all__ = ["load_manifest", "load_split", "load_params", "cached_arrays", "verify_shards"]
+__all__ = ["load_manifest", "load_split", "load_params", "cached_arrays", "verify_shards", "verify_data"]
 
 
 def group_of(split: str) -> str:
@@ -46,10 +48,9 @@ def cache_paths(data_dir: Path, group: str) -> tuple[Path, Path]:
     return Path(data_dir) / f"{group}.images.npy", Path(data_dir) / f"{group}.params.npy"
 
 
-def file_stats(data_dir: Path, manifest: dict, group: str) -> dict:
-    """(size, mtime_ns) of the group's shards and caches: the cheap check of later loads."""
-    paths = [Path(data_dir) / r["name"] for r in manifest["shards"][group]] + list(cache_paths(data_dir, group))
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in paths if p.exists()}
+def cache_digests(data_dir: Path, group: str) -> dict:
+    """sha256 of the group's cache files on disk (by content, not size or modification time)."""
+    return {p.name: file_sha256(p) for p in cache_paths(data_dir, group) if p.exists()}
 
 
 def build_cache(data_dir: Path, manifest: dict, group: str) -> None:
@@ -60,21 +61,30 @@ def build_cache(data_dir: Path, manifest: dict, group: str) -> None:
     atomic_write(image_path, lambda handle: np.save(handle, images, allow_pickle=False))
     if params is not None:
         atomic_write(params_path, lambda handle: np.save(handle, params, allow_pickle=False))
-    stamp = {"manifest_sha256": manifest["manifest_sha256"], "files": file_stats(data_dir, manifest, group)}
+    stamp = {"manifest_sha256": manifest["manifest_sha256"], "sha256": cache_digests(data_dir, group)}
     atomic_write_json(Path(data_dir) / f".verified-{group}.json", stamp)
 
 
 def stamp_matches(data_dir: Path, manifest: dict, group: str) -> bool:
-    """Whether the verification stamp still describes the shards and caches on disk."""
+    """Whether the caches on disk are, byte for byte, those built from this manifest's shards."""
     try:
         stamp = json.loads((Path(data_dir) / f".verified-{group}.json").read_text())
-        return stamp == {"manifest_sha256": manifest["manifest_sha256"], "files": file_stats(data_dir, manifest, group)}
     except (OSError, ValueError):
         return False
+    return stamp == {"manifest_sha256": manifest["manifest_sha256"], "sha256": cache_digests(data_dir, group)}
+
+
+def verify_data(data_dir: Path) -> dict:
+    """The driver's check before fan-out: shards against the manifest, caches built or verified."""
+    manifest = load_manifest(data_dir)
+    for group in ("test", "pool"):
+        if not stamp_matches(data_dir, manifest, group):
+            build_cache(data_dir, manifest, group)
+    return manifest
 
 
 def cached_arrays(data_dir: Path, group: str, manifest: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read-only memmaps (uint8 images [N, H, W], params [N, P] or None) of a verified group."""
+    """Read-only memmaps (images [N, H, W] as stored: float32 or uint8; params [N, P] or None) of a verified group."""
     manifest = manifest or load_manifest(data_dir)
     if not stamp_matches(data_dir, manifest, group):
         build_cache(data_dir, manifest, group)
@@ -96,8 +106,7 @@ def load_split(data_dir: Path, split: str, n: int | None = None) -> torch.Tensor
 
     n None: the whole half of the pool (pool_size // 2) or the whole test set.
     """
-    images = torch.from_numpy(select(data_dir, split, n, 0))
-    return images.unsqueeze(1).float().div_(255.0)
+    return torch.from_numpy(to_unit(select(data_dir, split, n, 0))).unsqueeze(1)
 
 
 def load_params(data_dir: Path, split: str, n: int | None = None) -> torch.Tensor | None:

@@ -69,6 +69,18 @@ class DenoiserModule(L.LightningModule):
         self.val_batches = {k: v.to(self.device) for k, v in self.val_batches.items()}
         if self.metrics_path is not None and self.global_rank == 0:
             trim_records(self.metrics_path, self.global_step)  # records past the resumed checkpoint
+        self.apply_configured_lr()
+
+    def apply_configured_lr(self) -> None:
+        """The config's lr wins over a resumed checkpoint's: a diverged run's last.ckpt can continue at a
+        lower trainer.lr. With the same lr (every ordinary resume) nothing changes, bit for bit."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None or scheduler.base_lrs == [self.cfg.lr]:
+            return
+        scheduler.base_lrs = [self.cfg.lr]
+        factor = halving_schedule(self.cfg.lr_halve_every)(self.global_step)
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = self.cfg.lr * factor
 
     def per_rank_batch(self) -> int:
         return self.cfg.batch_size // self.trainer.world_size
