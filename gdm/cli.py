@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
             _index_option(command, "pair", "eval pair")
         if name == "run":
             command.add_argument("--dry-run", action="store_true",
-                                 help="print the resolved config and the cells without running anything")
+                                 help="print the resolved config and the plan: cells and pairs to do and done, the jobs "
+                                      "with their resources, device-hours per cell and in total, and the disk; "
+                                      "submits nothing")
         if name == "status":
             command.add_argument("--all", action="store_true", dest="all_folders",
                                  help="list every cell and pair folder on disk, those of older settings included "
@@ -68,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if "=" not in item or item.startswith("-")]
+    if unknown:  # overrides may follow options (`gdm run CONFIG --dry-run key=value`); anything else is an error
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
     try:
         cfg = load_config(args.config, args.overrides)
         return COMMANDS[args.command](cfg, args)
@@ -89,12 +96,13 @@ def _one_line(err: BaseException) -> str:
 
 
 def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    from gdm.cells import expand_cells
     from gdm.config import to_yaml
 
     if args.dry_run:
+        from launch.plan import format_plan, make_plan
+
         print(to_yaml(cfg))
-        print("\n".join(cell.cell_id for cell in expand_cells(cfg)))
+        print(format_plan(cfg, make_plan(cfg)))
         return 0
     from launch.grid import run_grid
 
