@@ -41,7 +41,7 @@ class ModelConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 440_000  # optimisation steps; the same budget for every n (SCIENCE.md)
+    max_steps: int = 440_000  # optimisation steps; the same budget for every n (docs/SCIENCE.md)
     batch_size: int = 512  # images per step, summed over all ranks
     lr: float = 1e-3  # Adam learning rate at step 0
     lr_halve_every: int = 44_000  # halve the learning rate every this many steps (0: never)
@@ -71,6 +71,7 @@ class SamplerConfig:
     sigma_end: float = 0.05  # stop once the effective noise σ_t falls below this
     mean: float = 0.5  # mean of the initial noise x_0 ~ N(mean, σ_0² I)
     schedule: str = "constant"  # step-size schedule: constant, or increasing (h_t = h0 t / (1 + h0 (t-1)))
+    authors_loop: bool = False  # the authors' loop: increasing h_t whatever `schedule` says, and one more update after σ_t falls below sigma_end
     max_steps: int = 2000  # hard cap on iterations per sample
     final_denoise: bool = True  # finish with one full denoising step x ← f(x)
     diverge_sigma: float = 10.0  # flag a sample as diverged once σ_t exceeds this
@@ -95,6 +96,7 @@ class EvalConfig:
     memorization_threshold: float = 0.95  # a sample is memorized when its similarity to its nearest training image exceeds this (for l2: a negative RMS distance, e.g. -0.02)
     similarity: str = "correlation"  # headline similarity: cosine, correlation (mean removed) or l2
     grid_samples: int = 8  # sample pairs drawn in figures
+    gaussian_reference: bool = True  # also evaluate the best linear (Wiener) denoiser of the pool's mean and covariance: PSNR curves on the models' noise draws (the verdict's underfitting control)
     optimal_reference: bool = True  # also evaluate the empirical optimal (memorizing) denoiser of each training set: PSNR curves and, with jacobian.enabled, its Jacobian spectra
     jacobian: JacobianConfig = field(default_factory=JacobianConfig)
 
@@ -119,6 +121,9 @@ class ResourcesConfig:
     mem_gb: float = 4.0  # memory per node, GiB
     constraint: Optional[str] = None  # SLURM node constraint
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load …)
+    sustained_tflops: float = 100.0  # achieved TFLOP/s of one device (a GPU; the node's CPUs without one), for the cost in `gdm run --dry-run`; benchmarks/bench_train.py measures it
+    max_requeues: int = 3  # times a job may requeue itself at its time limit (submitit's slurm_max_num_timeout)
+    signal_delay_s: int = 120  # USR2 comes this many seconds before the time limit (--signal=USR2@s)
 
 
 @dataclass
@@ -218,6 +223,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_trainer(cfg.trainer)
     _check_sampler(cfg.sampler)
     _check_eval(cfg.eval)
+    for kind in ("train", "eval"):
+        _check_resources(getattr(cfg.launch, kind), f"launch.{kind}")
     for name, data in cfg.datasets.items():
         _check_dataset(cfg, name, data)
 
@@ -227,6 +234,10 @@ def _check_grid(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config key 'name' is {cfg.name!r}; use a non-empty name without '/'")
     if not cfg.n_train or any(n < 1 for n in cfg.n_train):
         raise ConfigError(f"config key 'n_train' is {cfg.n_train}; give one or more sizes ≥ 1")
+    repeated = sorted({n for n in cfg.n_train if cfg.n_train.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"config key 'n_train' is {cfg.n_train}: {repeated} appear more than once; each size "
+                          "names one cell per split, so list each n once")
     if not cfg.splits or any(s not in ("A", "B") for s in cfg.splits) or len(set(cfg.splits)) != len(cfg.splits):
         raise ConfigError(f"config key 'splits' is {cfg.splits}; allowed values: A, B (each at most once)")
     if not cfg.datasets:
@@ -252,6 +263,16 @@ def _check_trainer(t: TrainerConfig) -> None:
 
 
 def _check_eval(e: EvalConfig) -> None:
+    sizes = {"num_samples": e.num_samples, "batch_size": e.batch_size, "psnr_images": e.psnr_images,
+             "jacobian.num_images": e.jacobian.num_images}
+    for key, value in sizes.items():
+        if value < 1:
+            raise ConfigError(f"config key 'eval.{key}' is {value}; it must be ≥ 1")
+    if e.grid_samples < 0 or e.jacobian.num_eigenvectors < 0:
+        raise ConfigError(f"config keys 'eval.grid_samples'/'eval.jacobian.num_eigenvectors' are "
+                          f"{e.grid_samples}/{e.jacobian.num_eigenvectors}; both must be ≥ 0")
+    if not e.psnr_sigmas:
+        raise ConfigError("config key 'eval.psnr_sigmas' is empty; give at least one noise level, e.g. [0.1]")
     if e.similarity == "l2" and e.memorization_threshold > 0:
         raise ConfigError(f"config key 'eval.memorization_threshold' is {e.memorization_threshold}, but eval.similarity=l2 "
                           "scores a pair by its negative RMS distance (≤ 0): give a negative threshold such as -0.02")
@@ -259,6 +280,14 @@ def _check_eval(e: EvalConfig) -> None:
         raise ConfigError(f"config key 'eval.jacobian.chunk' is {e.jacobian.chunk}; it must be ≥ 1")
     if any(sigma <= 0 for sigma in [*e.psnr_sigmas, *e.jacobian.sigmas]):
         raise ConfigError("config keys 'eval.psnr_sigmas' and 'eval.jacobian.sigmas' hold noise levels; each must be > 0")
+
+
+def _check_resources(r: ResourcesConfig, key: str) -> None:
+    if r.max_requeues < 0:
+        raise ConfigError(f"config key '{key}.max_requeues' is {r.max_requeues}; it must be ≥ 0 (0: never requeue)")
+    if not 0 < r.signal_delay_s < r.time_min * 60:
+        raise ConfigError(f"config key '{key}.signal_delay_s' is {r.signal_delay_s}; it must be > 0 and shorter than "
+                          f"{key}.time_min ({r.time_min} min), or the job is signalled before it starts")
 
 
 def _check_sampler(s: SamplerConfig) -> None:
@@ -293,10 +322,22 @@ def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:
         FAMILIES[data.family].resolve_params(data, key=key)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if FAMILIES[data.family].uses_source(data):
+        _check_source(key, data)
     try:
         check_image_size(cfg.model, data.image_size)
     except ValueError as err:
         raise ConfigError(f"config key '{key}.image_size': {err}") from None
+
+
+def _check_source(key: str, data: DataConfig) -> None:
+    """A family that reads photographs needs an existing folder or .zip in `<key>.source`."""
+    if not data.source:
+        raise ConfigError(f"config key '{key}.source' is not set; family {data.family!r} reads its images from a "
+                          f"folder or .zip: pass {key}.source=/path/to/images")
+    if not Path(data.source).exists():
+        raise ConfigError(f"config key '{key}.source' is {data.source!r}, which does not exist; give the folder or "
+                          ".zip holding the images")
 
 
 def _get(cfg: Any, dotted: str) -> Any:
