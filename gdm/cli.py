@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Optional
 
 from gdm.config import ConfigError, ExperimentConfig, load_config
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report": "write figures and tables across the pairs evaluated so far to runs/<name>/report/",
         "prepare": "prepare (generate or import) every dataset of the config as webdataset shards",
         "cells": "list the cells and eval pairs with their array indices (for sbatch --array ranges)",
+        "sync": "upload every offline W&B run of the experiment (`wandb sync` on each; needs WANDB_API_KEY "
+                "in the environment, which gdm never reads)",
     }
     for name, text in commands.items():
         command = sub.add_parser(name, help=text, description=text)
@@ -62,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="print the resolved config and the plan: cells and pairs to do and done, the jobs "
                                       "with their resources, device-hours per cell and in total, and the disk; "
                                       "submits nothing")
+        if name == "sync":
+            command.add_argument("--dry-run", action="store_true", help="list the runs that would be synced")
         if name == "status":
             command.add_argument("--all", action="store_true", dest="all_folders",
                                  help="list every cell and pair folder on disk, those of older settings included "
@@ -197,9 +202,29 @@ def _cells(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    """`wandb sync` of every offline run of the experiment, in one call."""
+    import shutil
+    import subprocess
+
+    from gdm.wandb_log import offline_run_dirs
+
+    runs = offline_run_dirs(cfg)
+    if not runs:
+        print(f"no offline W&B runs under {cfg.run_dir}")
+        return 0
+    wandb = shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
+    command = [wandb, "sync", *(["--dry-run"] if args.dry_run else []), *map(str, runs)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    print((done.stdout + done.stderr).strip())
+    print(f"gdm sync {cfg.name}: {len(runs)} offline runs {'listed' if args.dry_run else 'synced'}"
+          + ("" if done.returncode == 0 else f" with errors (wandb exit code {done.returncode})"))
+    return 0 if done.returncode == 0 else 1
+
+
 COMMANDS: dict[str, Callable[[ExperimentConfig, argparse.Namespace], int]] = {
     "run": _run, "train": _train, "eval": _eval, "status": _status,
-    "report": _report, "prepare": _prepare, "cells": _cells,
+    "report": _report, "prepare": _prepare, "cells": _cells, "sync": _sync,
 }
 
 

@@ -106,6 +106,7 @@ class WandbConfig:
     mode: str = "offline"  # offline (writes runs to disk), online, disabled
     project: str = "gdm"  # W&B project
     entity: Optional[str] = None  # W&B entity (team); None uses the default of the API key
+    upload_models: bool = False  # log each model.pt as an artifact file (True) or as a reference to its path (False)
 
 
 @dataclass

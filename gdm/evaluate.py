@@ -1,5 +1,8 @@
 """The evaluation of one (dataset, n) pair: shared-seed samples from the A and B models, their agreement,
-memorization, denoising PSNR curves and (optionally) Jacobian geometry; files, figures and a W&B run.
+memorization, denoising PSNR curves and (optionally) Jacobian geometry; the controls that tell
+generalization from memorization and from shared underfitting (cross-seed baseline, novelty reference,
+Gaussian reference, sample realism) and the pair's verdict (gdm.analysis.controls); files, figures and
+a W&B run.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from gdm import figures
-from gdm.analysis import calpha, jacobian, psnr, similarity, tangent
+from gdm import figures, lifecycle
+from gdm.analysis import calpha, controls, jacobian, psnr, similarity, tangent
 from gdm.analysis.nearest import nearest
-from gdm.cells import DONE_FILE, EvalPair, mark_done, write_status
+from gdm.cells import EvalPair, Files, data_dir, pair_settings
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
 from gdm.reference import optimal_geometry, optimal_psnr_curves
@@ -33,11 +36,15 @@ class PairData:
 
 
 def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) -> dict:
-    """Evaluate `pair` (both cells must be done); idempotent: a done pair returns its stored results."""
+    """Evaluate `pair` (both cells must be done); idempotent: a done pair returns its stored results.
+
+    Each cell's model.pt is verified against the checksum its cell recorded when it finished; a
+    mismatch raises lifecycle.IntegrityError naming the file and sends that cell back to training.
+    """
     directory = pair.directory(cfg)
-    if (directory / DONE_FILE).exists():
-        return read_json(directory / "results.json")
-    write_status(directory, state="running")
+    if lifecycle.is_done(directory):
+        return read_json(lifecycle.verify(directory, Files.RESULTS))
+    lifecycle.write_settings(directory, pair_settings(cfg, pair.cells))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_pair(cfg, pair, device)
     samples = {s: _sample(cfg, data.denoisers[s], data.test.shape[1:], device, progress) for s in data.denoisers}
@@ -45,19 +52,19 @@ def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) 
     if cfg.eval.jacobian.enabled:
         results["jacobian"] = geometry_of(cfg, data, directory)
     write_outputs(cfg, pair, results, arrays, samples, data)
-    mark_done(directory, results="results.json")
+    lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES), flags=status_flags(results))
     return results
 
 
 def load_pair(cfg: ExperimentConfig, pair: EvalPair, device) -> PairData:
     from gdm.data.store import load_split
-    from gdm.train import load_denoiser
+    from gdm.training.model_file import load_denoiser
 
-    data_dir = cfg.run_dir / "data" / pair.dataset
-    denoisers = {c.split: load_denoiser(c.directory(cfg) / "model.pt", device) for c in pair.cells}
-    train = {c.split: load_split(data_dir, c.split, pair.n) for c in pair.cells}
-    test = load_split(data_dir, "test")
-    return PairData(denoisers, train, test, data_dir, cfg.datasets[pair.dataset].family)
+    folder = data_dir(cfg, pair.dataset)
+    denoisers = {c.split: load_denoiser(lifecycle.verify(c.directory(cfg), Files.MODEL), device) for c in pair.cells}
+    train = {c.split: load_split(folder, c.split, pair.n) for c in pair.cells}
+    test = load_split(folder, "test")
+    return PairData(denoisers, train, test, folder, cfg.datasets[pair.dataset].family)
 
 
 def _sample(cfg: ExperimentConfig, denoiser, shape, device, progress: bool) -> SampleResult:
@@ -70,7 +77,7 @@ def summarize(cfg: ExperimentConfig, pair: EvalPair, data: PairData, samples: di
     splits = sorted(samples)
     ok = torch.stack([~samples[s].diverged for s in splits]).all(0)
     results: dict = {"pair": pair.pair_id, "dataset": pair.dataset, "n": pair.n, "num_samples": int(ok.numel()),
-                     "headline_similarity": cfg.eval.similarity}
+                     "num_valid": int(ok.sum()), "headline_similarity": cfg.eval.similarity}
     results.update({f"diverged_{s}": int(samples[s].diverged.sum()) for s in splits})
     results.update({f"median_steps_{s}": float(samples[s].steps.float().median()) for s in splits})
     arrays: dict = {"valid": ok}
@@ -86,6 +93,10 @@ def summarize(cfg: ExperimentConfig, pair: EvalPair, data: PairData, samples: di
     gaps = [psnr.generalization_gap(results["psnr"][s]["train"], results["psnr"][s]["test"]) for s in splits]
     results.update({f"psnr_gap_{s}": g for s, g in zip(splits, gaps, strict=False)})
     results["psnr_gap"] = sum(gaps) / len(gaps)
+    if cfg.eval.gaussian_reference:
+        results["psnr_gaussian"] = _gaussian_curves(cfg, data, device)
+    results.update(_realism(data, samples, ok, arrays))
+    results.update(_verdict(cfg, results, splits))
     return results, arrays
 
 
@@ -101,8 +112,13 @@ def _agreement(measure, splits, samples, data: PairData, ok, arrays, device) -> 
         index[s] = idx
     arrays.update({f"ab_{measure}": ab, f"nearest_{measure}": torch.cat(own), f"nearest_other_{measure}": torch.cat(other)})
     arrays.update({f"nearest_index_{s}_{measure}": i for s, i in index.items()})
+    # controls: A's sample i against B's sample j ≠ i, and held-out images against each training set
+    crossed = controls.cross_seed(measure, a, b)
+    novel = torch.cat([controls.novelty(data.test, data.train[s], measure, device=device) for s in splits])
+    arrays.update({f"cross_seed_{measure}": crossed, f"novelty_{measure}": novel})
     return {f"ab_{measure}_median": _median(ab), f"ab_{measure}_mean": _mean(ab),
-            f"nearest_{measure}_median": _median(torch.cat(own)), f"nearest_other_{measure}_median": _median(torch.cat(other))}
+            f"nearest_{measure}_median": _median(torch.cat(own)), f"nearest_other_{measure}_median": _median(torch.cat(other)),
+            f"cross_seed_{measure}_median": _median(crossed), f"novelty_{measure}_median": _median(novel)}
 
 
 def _median(x: torch.Tensor) -> float | None:
@@ -115,6 +131,63 @@ def _mean(x: torch.Tensor) -> float | None:
 
 def _fraction(mask: torch.Tensor) -> float | None:
     return float(mask.double().mean()) if len(mask) else None
+
+
+def _pool_chunks(data: PairData, device, chunk: int = 4096):
+    """The images the Gaussian reference is fitted on, in chunks on `device`: the prepared dataset's whole
+    pool (read from its verified cache), or the union of the training sets when there is none (tests)."""
+    if data.data_dir is None:
+        yield from (x.to(device) for x in data.train.values())
+        return
+    import numpy as np
+
+    from gdm.data.pixels import to_unit
+    from gdm.data.store import cached_arrays
+
+    images = cached_arrays(data.data_dir, "pool")[0]
+    for start in range(0, len(images), chunk):
+        yield torch.from_numpy(to_unit(np.array(images[start : start + chunk]))).unsqueeze(1).to(device)
+
+
+def _gaussian_curves(cfg: ExperimentConfig, data: PairData, device) -> dict:
+    """split → {"train", "test"} PSNR of the Wiener denoiser of the pool, on the models' noise draws."""
+    model = controls.fit_gaussian(_pool_chunks(data, device))
+    return controls.gaussian_psnr_curves(model, data.train, data.test, cfg.eval.psnr_sigmas, images=cfg.eval.psnr_images,
+                                         seed=cfg.eval.seed, batch_size=cfg.eval.batch_size, device=device)
+
+
+def _realism(data: PairData, samples: dict, ok: torch.Tensor, arrays: dict) -> dict:
+    """Contrast, power spectrum and pixel histogram of each model's valid samples against the held-out
+    images, each as one distance (None without a valid sample); the profiles go to samples.pt."""
+    profiles = {"test": controls.realism_profile(data.test)}
+    out: dict = {"contrast_test": float(profiles["test"].contrast.mean()), "realism": {}}
+    for s in sorted(samples):
+        images = samples[s].images[ok]
+        distances = dict.fromkeys(("contrast_distance", "spectrum_distance_db", "histogram_distance"))
+        if len(images):
+            profiles[s] = controls.realism_profile(images)
+            distances = controls.realism_distances(profiles[s], profiles["test"])
+        contrast = float(profiles[s].contrast.mean()) if s in profiles else None
+        out["realism"][s] = {"contrast": contrast, **distances}
+        out.update({f"contrast_{s}": contrast} | {f"{k}_{s}": v for k, v in distances.items()})
+    for name, p in profiles.items():
+        arrays.update({f"realism_contrast_{name}": p.contrast, f"realism_spectrum_{name}": p.spectrum,
+                       f"realism_histogram_{name}": p.histogram})
+    return out
+
+
+def _verdict(cfg: ExperimentConfig, results: dict, splits: list[str]) -> dict:
+    """The pair's verdict from its headline similarity, memorization, gaps and Gaussian margins (controls.verdict)."""
+    m = cfg.eval.similarity
+    margins = tuple(controls.band_margins(results["psnr"][s]["test"], results["psnr_gaussian"][s]["test"])
+                    for s in splits) if "psnr_gaussian" in results else ()
+    evidence = controls.PairEvidence(results["memorized_fraction"], results[f"ab_{m}_median"], results[f"nearest_{m}_median"],
+                                     results[f"cross_seed_{m}_median"], margins, tuple(results[f"psnr_gap_{s}"] for s in splits))
+    out: dict = {"verdict": controls.verdict(evidence), "verdict_checks": controls.verdict_checks(evidence)}
+    for s, band in zip(splits, margins or [()] * len(splits), strict=True):
+        out[f"gaussian_margin_db_min_{s}"] = min(band) if band else None  # test PSNR − Gaussian reference over the σ band
+        out[f"gaussian_margin_db_mean_{s}"] = sum(band) / len(band) if band else None
+    return out
 
 
 def _psnr_curves(cfg: ExperimentConfig, data: PairData, device) -> dict:
@@ -176,12 +249,33 @@ def write_outputs(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dic
         results["calpha_optimal_slope"] = calpha.optimal_slope(alpha)
     tensors = {f"samples_{s}": r.images for s, r in samples.items()}
     tensors.update({f"steps_{s}": r.steps for s, r in samples.items()} | {f"diverged_{s}": r.diverged for s, r in samples.items()})
-    atomic_torch_save(directory / "samples.pt", {**tensors, **arrays})
+    results["warnings"] = health_warnings(results)
+    atomic_torch_save(directory / Files.SAMPLES, {**tensors, **arrays})
     paths = pair_figures(cfg, pair, results, arrays, samples, data)
-    atomic_write_json(directory / "results.json", results)
-    atomic_write_text(directory / "results.csv", _csv_row(results))
+    atomic_write_json(directory / Files.RESULTS, results)
+    atomic_write_text(directory / Files.RESULTS_CSV, _csv_row(results))
     if cfg.wandb.mode != "disabled":
-        log_wandb(cfg, pair, results, arrays, paths)
+        log_wandb(cfg, pair, results, arrays, paths, samples)
+
+
+def health_warnings(results: dict) -> list[str]:
+    """What makes this pair's numbers unusable or suspect, said in results.json, status and the report."""
+    warnings = [f"model {s} does not denoise (output PSNR below input PSNR at every σ on test images)"
+                for s, curves in sorted(results["psnr"].items()) if not denoises_curve(curves["test"])]
+    if results.get("num_valid") == 0:
+        warnings.append("every sample diverged: no similarity statistic has a value")
+    return warnings
+
+
+def status_flags(results: dict) -> tuple[str, ...]:
+    """The warnings in a few words, for `gdm status`."""
+    flags = [f"model {s} does not denoise" for s, c in sorted(results["psnr"].items()) if not denoises_curve(c["test"])]
+    return tuple(flags + (["all samples diverged"] if results.get("num_valid") == 0 else []))
+
+
+def denoises_curve(curve: dict) -> bool:
+    """Whether the output PSNR beats the input PSNR at one σ of a PSNR curve at least."""
+    return any(o > i for i, o in zip(curve["input_psnr"], curve["output_psnr"], strict=True))
 
 
 def _io(curve: dict) -> dict:
@@ -217,35 +311,50 @@ def pair_figures(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dict
     if rows:
         paths["samples"] = figures.image_rows(rows, titles, directory / "samples.png")
     for m in sorted({k[3:] for k in arrays if k.startswith("ab_")}):  # the headline, and the paper's cosine (Figure 2)
-        series = {"A–B": arrays[f"ab_{m}"].tolist(), "sample–nearest train": arrays[f"nearest_{m}"].tolist(),
-                  "sample–nearest other split": arrays[f"nearest_other_{m}"].tolist()}
         name = "similarity_hist" if m == measure else f"similarity_hist_{m}"
-        paths[name] = figures.histograms({f"n = {pair.n}": series}, m, directory / f"{name}.png")
+        paths[name] = figures.histograms({f"n = {pair.n}": similarity_series(arrays, m)}, m, directory / f"{name}.png",
+                                         density=True)
     curves = {f"{s} {kind}": results["psnr"][s][kind] for s in splits for kind in ("train", "test")}
     optimal = {f"{s} {kind}": results["psnr_optimal"][s][kind] for s in splits for kind in ("train", "test")
                if s in results.get("psnr_optimal", {})}
+    gaussian = {f"{s} {kind}": results["psnr_gaussian"][s][kind] for s in splits for kind in ("train", "test")
+                if s in results.get("psnr_gaussian", {})}
     paths["psnr"] = figures.psnr_curves(curves, directory / "psnr.png", title=f"{pair.dataset}, n = {pair.n}",
-                                        references=optimal, reference_label="optimal (memorizing) denoiser")
+                                        references=optimal, reference_label="optimal (memorizing) denoiser",
+                                        linear=gaussian, linear_label="Gaussian (Wiener) reference of the pool")
+    if "realism_spectrum_test" in arrays:
+        paths["realism"] = realism_figure(arrays, directory / "realism.png", title=f"{pair.dataset}, n = {pair.n}")
     for name in ("eigen_spectra", "eigenvectors"):
         if (directory / f"{name}.png").exists():
             paths[name] = directory / f"{name}.png"
     return paths
 
 
-def log_wandb(cfg, pair: EvalPair, results: dict, arrays: dict, paths: dict) -> None:
-    """The pair's W&B run (job_type=eval): summary scalars, figures, and a per-seed table."""
-    import wandb
+def similarity_series(arrays: dict, measure: str) -> dict[str, list]:
+    """The histograms of one measure: A–B (same seed), sample–nearest training image (own and other split)
+    and, where samples.pt has them, the controls: A–B across seeds and held-out–nearest training image."""
+    names = {"A–B": "ab", "sample–nearest train": "nearest", "sample–nearest other split": "nearest_other",
+             "A–B, different seeds (control)": "cross_seed", "held-out–nearest train (novelty)": "novelty"}
+    return {label: arrays[f"{key}_{measure}"].tolist() for label, key in names.items() if f"{key}_{measure}" in arrays}
 
-    from gdm.tracking import wandb_kwargs
 
-    run = wandb.init(**wandb_kwargs(cfg, run_id=pair.wandb_id(cfg), name=pair.pair_id, job_type="eval", group="eval"))
-    try:
-        run.summary.update(scalars(results))
-        run.log({f"eval/{k}": v for k, v in scalars(results).items()} | {f"figures/{k}": wandb.Image(str(p)) for k, p in paths.items()})
-        columns = per_seed_columns(cfg, arrays)
-        run.log({"eval/per_seed": wandb.Table(columns=list(columns), data=[list(r) for r in zip(*columns.values(), strict=True)])})
-    finally:
-        run.finish()
+def realism_figure(arrays: dict, path: Path, title: str = "") -> Path:
+    """Contrast, power spectra and pixel densities of each model's samples and of the held-out images."""
+    names = [k.removeprefix("realism_spectrum_") for k in arrays if k.startswith("realism_spectrum_")]
+    labels = {name: "held-out" if name == "test" else f"samples {name}" for name in sorted(names)}
+    pick = {kind: {labels[n]: arrays[f"realism_{kind}_{n}"].tolist() for n in labels} for kind in ("contrast", "spectrum", "histogram")}
+    return figures.realism(pick["contrast"], pick["spectrum"], pick["histogram"], controls.HISTOGRAM_RANGE, path, title)
+
+
+def log_wandb(cfg, pair: EvalPair, results: dict, arrays: dict, paths: dict, samples: dict) -> None:
+    """The pair's W&B run (job_type=eval): summary scalars and verdict, the per-σ PSNR table and plot of the
+    models and references, the per-seed table, samples and figures (gdm.wandb_log)."""
+    from gdm import wandb_log
+
+    summary = scalars(results) | {"verdict": results.get("verdict")}
+    valid = arrays["valid"]
+    wandb_log.log_eval(cfg, pair, summary, results, per_seed_columns(cfg, arrays), paths,
+                       {s: r.images[valid] for s, r in samples.items()})
 
 
 def per_seed_columns(cfg: ExperimentConfig, arrays: dict) -> dict[str, list]:
@@ -263,4 +372,7 @@ def per_seed_columns(cfg: ExperimentConfig, arrays: dict) -> dict[str, list]:
             for split, half in zip(splits, arrays[f"{which}_{measure}"].chunk(len(splits)), strict=True):
                 columns[f"{which}_{split}_{measure}"] = half.tolist()
         columns.update({f"nearest_index_{s}_{measure}": arrays[f"nearest_index_{s}_{measure}"].tolist() for s in splits})
+        if f"cross_seed_{measure}" in arrays:  # the control: median similarity of A's sample to B's other-seed samples
+            crossed = controls.cross_seed_per_seed(arrays[f"cross_seed_{measure}"]).tolist()
+            columns[f"cross_seed_{measure}"] = crossed if len(crossed) == len(columns["seed"]) else [None] * len(columns["seed"])
     return columns

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from gdm import figures
-from gdm.cells import DONE_FILE, EvalPair, expand_pairs
+from gdm import figures, lifecycle
+from gdm.cells import EvalPair, Files, data_dir, expand_pairs, report_dir, stable_hash
 from gdm.config import ExperimentConfig
-from gdm.io import atomic_write_text, read_json
+from gdm.io import atomic_write_json, atomic_write_text, file_sha256, read_json
 
 SPLITS = ("A", "B")
 
@@ -27,21 +27,57 @@ COLUMNS = ("dataset", "n", "ab_cosine_median", "nearest_cosine_median", "nearest
            "ab_correlation_median", "nearest_correlation_median", "nearest_other_correlation_median",
            "memorized_fraction", "memorized_fraction_other", "psnr_gap", "diverged_A", "diverged_B",
            "calpha_slope_mean", "calpha_optimal_slope", "jacobian_trace_mean", "jacobian_trace_optimal_mean",
-           "jacobian_optimal_relative_difference_mean")
+           "jacobian_optimal_relative_difference_mean",
+           # the controls (gdm.analysis.controls) and the verdict
+           "cross_seed_cosine_median", "novelty_cosine_median", "cross_seed_correlation_median",
+           "novelty_correlation_median", "gaussian_margin_db_min_A", "gaussian_margin_db_min_B",
+           "gaussian_margin_db_mean_A", "gaussian_margin_db_mean_B", "contrast_A", "contrast_B", "contrast_test",
+           "contrast_distance_A", "contrast_distance_B", "spectrum_distance_db_A", "spectrum_distance_db_B",
+           "histogram_distance_A", "histogram_distance_B", "verdict")
 
 
 def make_report(cfg: ExperimentConfig) -> Path:
-    """Figures and a table (CSV + Markdown) in runs/<name>/report/; returns that folder."""
-    out = cfg.run_dir / "report"
+    """Figures and a table (CSV + Markdown) in runs/<name>/report/ from the pairs of the current
+    settings that are done; returns that folder. Pairs of older settings never enter it. A report
+    whose inputs (the pairs' results files) have not changed is left as it is (read-only storage)."""
+    out = report_dir(cfg)
+    pairs = [p for p in expand_pairs(cfg) if lifecycle.is_done(p.directory(cfg))]
+    inputs = report_inputs(cfg, pairs)
+    if _record_of(out) == inputs:
+        return out
     out.mkdir(parents=True, exist_ok=True)
-    pairs = [p for p in expand_pairs(cfg) if (p.directory(cfg) / DONE_FILE).exists()]
-    results = [read_json(p.directory(cfg) / "results.json") for p in pairs]
+    results = [read_json(p.directory(cfg) / Files.RESULTS) for p in pairs]
     atomic_write_text(out / "summary.csv", summary_csv(results))
-    atomic_write_text(out / "summary.md", markdown_table(results))
+    atomic_write_text(out / "summary.md", markdown_table(results) + warnings_section(results))
     for dataset in sorted({p.dataset for p in pairs}):
         mine = [(p, r) for p, r in zip(pairs, results, strict=False) if p.dataset == dataset]
         _dataset_figures(cfg, dataset, mine, out)
+    if cfg.wandb.mode != "disabled":
+        from gdm import wandb_log
+
+        wandb_log.log_report(cfg, [summary_row(r) for r in results], sorted(out.glob("*.png")))
+    atomic_write_json(out / "inputs.json", inputs)  # last: a report cut short is made again next time
     return out
+
+
+def report_inputs(cfg: ExperimentConfig, pairs: list[EvalPair]) -> dict:
+    """What the report is made from: each pair's id and the sha256 of its results and samples."""
+    files = {p.pair_id: {name: file_sha256(p.directory(cfg) / name) for name in (Files.RESULTS, Files.SAMPLES)}
+             for p in pairs}
+    return {"pairs": files, "settings": stable_hash({"eval": str(cfg.eval), "name": cfg.name})}
+
+
+def _record_of(out: Path) -> dict | None:
+    try:
+        return read_json(out / "inputs.json")
+    except (OSError, ValueError):
+        return None
+
+
+def warnings_section(results: list[dict]) -> str:
+    """A Markdown list of each pair's health warnings (a model that does not denoise, all samples diverged)."""
+    lines = [f"- {r['dataset']}, n = {r['n']}: {w}" for r in results for w in r.get("warnings") or ()]
+    return "\n## Warnings\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 # --- the summary table ------------------------------------------------------------------------
@@ -114,6 +150,15 @@ MARKDOWN_COLUMNS = (
     _Column("C^α slope / optimal α/(α+1)", ("calpha_slope_mean", "calpha_optimal_slope"), optional=True),
     _Column("Jacobian trace (eff. dim.)", ("jacobian_trace_mean",), 1, optional=True),
     _Column("diverged A/B", ("diverged_A", "diverged_B"), 0),
+    # controls: A–B agreement counts above the cross-seed baseline and the nearest-training similarity; a
+    # new image reaches the novelty level; test PSNR minus the Gaussian (Wiener) reference, worst σ of the band
+    _Column("A–B correlation, other seeds", ("cross_seed_correlation_median",), optional=True),
+    _Column("held-out–nearest correlation (novelty)", ("novelty_correlation_median",), optional=True),
+    _Column("test − Gaussian ref. (dB), min A/B", ("gaussian_margin_db_min_A", "gaussian_margin_db_min_B"), 2, optional=True),
+    _Column("contrast A/B/held-out", ("contrast_A", "contrast_B", "contrast_test"), 3, optional=True),
+    _Column("spectrum dist. A/B (dB)", ("spectrum_distance_db_A", "spectrum_distance_db_B"), 1, optional=True),
+    _Column("histogram dist. A/B", ("histogram_distance_A", "histogram_distance_B"), 3, optional=True),
+    _Column("verdict", ("verdict",), optional=True),
 )
 
 
@@ -129,6 +174,8 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def _f(value, digits: int = 3) -> str:
+    if isinstance(value, str):  # the verdict
+        return value
     return "–" if value is None else f"{value:.{digits}f}"
 
 
@@ -139,13 +186,15 @@ def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalP
     if not mine:
         return
     _similarity_figures(dataset, mine, out)
-    arrays = {p.n: torch.load(p.directory(cfg) / "samples.pt", weights_only=True) for p, _ in mine}
+    arrays = {p.n: torch.load(p.directory(cfg) / Files.SAMPLES, weights_only=True) for p, _ in mine}
     _histogram_figure(cfg.eval.similarity, dataset, arrays, out)
     for split in SPLITS:
         _psnr_figure(dataset, split, mine, out)
     _spectra_figure(dataset, mine, out)
     _trace_figure(dataset, mine, out)
     _calpha_figure(dataset, mine, out)
+    _controls_figure(dataset, mine, out)
+    _realism_figure(dataset, arrays, out)
     _grid(cfg, dataset, mine, arrays, out)
 
 
@@ -156,31 +205,41 @@ def _similarity_figures(dataset: str, mine, out: Path) -> None:
         series = {"A–B (median)": [r.get(f"ab_{measure}_median") for _, r in mine],
                   "sample–nearest train (median)": [r.get(f"nearest_{measure}_median") for _, r in mine],
                   "sample–nearest other split (median)": [r.get(f"nearest_other_{measure}_median") for _, r in mine]}
-        figures.lines(ns, series, out / f"{dataset}_{measure}_vs_n.png", xlabel="n", ylabel=measure, logx=True)
+        controls = {"A–B, different seeds (median)": [r.get(f"cross_seed_{measure}_median") for _, r in mine],
+                    "held-out–nearest train (median)": [r.get(f"novelty_{measure}_median") for _, r in mine]}
+        controls = {label: values for label, values in controls.items() if any(v is not None for v in values)}
+        figures.lines(ns, series, out / f"{dataset}_{measure}_vs_n.png", xlabel="n", ylabel=measure, logx=True,
+                      references=controls)
     figures.lines(ns, {"train − test PSNR gap": [r.get("psnr_gap") for _, r in mine]},
                   out / f"{dataset}_psnr_gap_vs_n.png", xlabel="n", ylabel="dB", logx=True)
 
 
 def _histogram_figure(measure: str, dataset: str, arrays: dict, out: Path) -> None:
-    """Per-seed similarities, one panel per n; the other-split control where samples.pt has it."""
+    """Per-seed similarities, one panel per n, with the controls samples.pt holds (other split, other
+    seeds, held-out images); each series scaled to unit area, as they differ in length."""
     names = {"A–B": f"ab_{measure}", "nearest train": f"nearest_{measure}",
-             "nearest other split": f"nearest_other_{measure}"}
+             "nearest other split": f"nearest_other_{measure}", "A–B, other seeds": f"cross_seed_{measure}",
+             "held-out–nearest train": f"novelty_{measure}"}
     groups = {f"n = {n}": {label: a[key].tolist() for label, key in names.items() if key in a} for n, a in arrays.items()}
-    figures.histograms(groups, measure, out / f"{dataset}_similarity_hist.png")
+    figures.histograms(groups, measure, out / f"{dataset}_similarity_hist.png", density=True)
 
 
 def _psnr_figure(dataset: str, split: str, mine, out: Path) -> None:
-    """Model `split`'s PSNR curves across n, with its optimal (memorizing) denoiser's dashed."""
-    curves, references = {}, {}
+    """Model `split`'s PSNR curves across n, with its optimal (memorizing) denoiser's dashed and the
+    Gaussian (Wiener) reference's dash-dotted."""
+    curves, references, linear = {}, {}, {}
     for p, r in mine:
         for kind in ("train", "test"):
             if split in r["psnr"]:
                 curves[f"n={p.n} {kind}"] = r["psnr"][split][kind]
             if split in (r.get("psnr_optimal") or {}):
                 references[f"n={p.n} {kind}"] = r["psnr_optimal"][split][kind]
+            if split in (r.get("psnr_gaussian") or {}):
+                linear[f"n={p.n} {kind}"] = r["psnr_gaussian"][split][kind]
     if curves:
         figures.psnr_curves(curves, out / f"{dataset}_psnr_{split}.png", title=f"{dataset}, model {split}",
-                            references=references, reference_label="optimal denoiser (memorizes)")
+                            references=references, reference_label="optimal denoiser (memorizes)",
+                            linear=linear, linear_label="Gaussian (Wiener) reference")
 
 
 def _spectra_figure(dataset: str, mine, out: Path) -> None:
@@ -220,23 +279,57 @@ def _calpha_figure(dataset: str, mine, out: Path) -> None:
                   logx=True, references=references)
 
 
+def _controls_figure(dataset: str, mine, out: Path) -> None:
+    """Against n: test PSNR minus the Gaussian reference (mean over the σ band; 0 dashed), sample contrast
+    (held-out dashed), and the spectrum and histogram distances of the samples to the held-out images."""
+    if not any(r.get("contrast_test") is not None or r.get("gaussian_margin_db_mean_A") is not None for _, r in mine):
+        return
+    ns = [p.n for p, _ in mine]
+
+    def per_split(key: str) -> dict:
+        return {f"model {s}": [r.get(f"{key}_{s}") for _, r in mine] for s in SPLITS}
+
+    panels = {"test − Gaussian reference (dB)": per_split("gaussian_margin_db_mean"),
+              "contrast (per-image std)": per_split("contrast"),
+              "spectrum distance (dB)": per_split("spectrum_distance_db"),
+              "pixel histogram distance": per_split("histogram_distance")}
+    references = {"test − Gaussian reference (dB)": {"Gaussian reference": [0.0] * len(ns)},
+                  "contrast (per-image std)": {"held-out": [r.get("contrast_test") for _, r in mine]}}
+    figures.line_panels(ns, panels, out / f"{dataset}_controls_vs_n.png", xlabel="n", logx=True, references=references)
+
+
+def _realism_figure(dataset: str, arrays: dict, out: Path) -> None:
+    """Model A's sample contrast, power spectrum and pixel density for every n, beside the held-out images'."""
+    have = {n: a for n, a in arrays.items() if "realism_spectrum_A" in a}
+    if not have:
+        return
+    pick = {kind: {f"n = {n} A": a[f"realism_{kind}_A"].tolist() for n, a in have.items()} for kind in ("contrast", "spectrum", "histogram")}
+    held_out = next(iter(have.values()))
+    for kind in pick:
+        pick[kind]["held-out"] = held_out[f"realism_{kind}_test"].tolist()
+    from gdm.analysis.controls import HISTOGRAM_RANGE
+
+    figures.realism(pick["contrast"], pick["spectrum"], pick["histogram"], HISTOGRAM_RANGE,
+                    out / f"{dataset}_realism_vs_n.png", title=f"{dataset}: samples of model A against held-out images")
+
+
 def _grid(cfg: ExperimentConfig, dataset: str, mine, arrays: dict, out: Path) -> None:
     """Rows n; columns: for a few seeds, sample A | sample B | nearest training image of A (paper Figure 2)."""
     from gdm.data.store import load_split
 
-    data_dir = cfg.run_dir / "data" / dataset
+    folder = data_dir(cfg, dataset)
     k = cfg.eval.grid_samples
     rows, labels, measure = [], [], cfg.eval.similarity
-    for p, _ in mine:
+    for p, r in mine:
         a = arrays[p.n]
         valid = a["valid"]
         if int(valid.sum()) < k:
             continue
-        train = load_split(data_dir, "A", p.n)
+        train = load_split(folder, "A", p.n)
         index = a[f"nearest_index_A_{measure}"]
         sa, sb = a["samples_A"][valid], a["samples_B"][valid]
         rows.append([img for i in range(k) for img in (sa[i], sb[i], train[index[i]])])
-        labels.append(f"n={p.n}")
+        labels.append(f"n={p.n}" + (f"\n{r['verdict']}" if r.get("verdict") else ""))
     if rows:
         titles = [t for i in range(k) for t in (f"A{i}", f"B{i}", f"near A{i}")]
         figures.image_rows(rows, titles, out / f"{dataset}_samples_vs_n.png", row_labels=labels)

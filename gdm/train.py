@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from gdm import lifecycle
+from gdm import lifecycle, wandb_log
 from gdm.cells import Cell, Files, cell_settings, data_dir
 from gdm.config import ExperimentConfig
 from gdm.data.module import CellDataModule
@@ -88,16 +88,6 @@ class StatusCallback(Callback):
             lifecycle.record_step(self.directory, trainer.global_step)
 
 
-def make_logger(cfg: ExperimentConfig, cell: Cell):
-    """Lightning's WandbLogger for the cell's run (id = cell.wandb_id; offline unless configured)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    from gdm.tracking import wandb_kwargs
-
-    kwargs = wandb_kwargs(cfg, run_id=cell.wandb_id(cfg), name=cell.cell_id, job_type="train", group="train")
-    return WandbLogger(save_dir=kwargs.pop("dir"), **kwargs)
-
-
 def prepare_network(module: DenoiserModule, cfg: ExperimentConfig) -> None:
     """Speed switches that leave the maths unchanged: channels_last memory, torch.compile (in place)."""
     if cfg.trainer.channels_last:
@@ -121,18 +111,23 @@ def fit_cell(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugi
     module, data = build_cell_module(cfg, cell)
     prepare_network(module, cfg)
     trainer = make_trainer(cfg, cell, progress=progress, plugins=plugins, callbacks=callbacks,
-                           logger=make_logger(cfg, cell) if cfg.wandb.mode != "disabled" else False)
+                           logger=wandb_log.train_logger(cfg, cell) if cfg.wandb.mode != "disabled" else False)
     last = usable_checkpoint(directory / Files.LAST_CKPT)
+    finished = False
     try:
         trainer.fit(module, datamodule=data, ckpt_path=last)
+        if trainer.global_step < cfg.trainer.max_steps or trainer.interrupted:
+            raise TrainingInterrupted(f"cell {cell.cell_id} stopped at step {trainer.global_step} of "
+                                      f"trainer.max_steps={cfg.trainer.max_steps}; run it again to resume from "
+                                      f"{directory / Files.LAST_CKPT}")
+        if trainer.is_global_zero:
+            done = finish_cell(cfg, cell, module, data, trainer)
+            if (run := wandb_log.active_run(trainer)) is not None:
+                wandb_log.log_model(cfg, run, cell, directory / Files.MODEL, done["sha256"][Files.MODEL])
+        finished = True
     finally:
-        close_wandb(trainer)
-    if trainer.global_step < cfg.trainer.max_steps or trainer.interrupted:
-        raise TrainingInterrupted(f"cell {cell.cell_id} stopped at step {trainer.global_step} of "
-                                  f"trainer.max_steps={cfg.trainer.max_steps}; run it again to resume from "
-                                  f"{directory / Files.LAST_CKPT}")
-    if trainer.is_global_zero:
-        finish_cell(cfg, cell, module, data, trainer)
+        if trainer.is_global_zero:
+            wandb_log.finish_run(wandb_log.active_run(trainer), finished)
     return directory
 
 
@@ -155,15 +150,8 @@ def usable_checkpoint(path: Path) -> Path | None:
         return None
 
 
-def close_wandb(trainer: L.Trainer) -> None:
-    """Finish the W&B run on rank 0 so an offline run is flushed to disk (also when training failed)."""
-    for logger in trainer.loggers:
-        if trainer.is_global_zero and getattr(logger, "_experiment", None) is not None:
-            logger.experiment.finish(exit_code=0 if trainer.state.status == "finished" else 1)
-
-
 def finish_cell(cfg: ExperimentConfig, cell: Cell, module: DenoiserModule, data: CellDataModule,
-                trainer: L.Trainer) -> None:
+                trainer: L.Trainer) -> dict:
     """model.pt from finite weights, a finite final validation, then DONE with the model's checksum."""
     directory = cell.directory(cfg)
     psnr = final_validation(module, data)
@@ -172,7 +160,8 @@ def finish_cell(cfg: ExperimentConfig, cell: Cell, module: DenoiserModule, data:
     (directory / Files.METRICS).touch()
     curve = psnr_by_sigma(psnr, "test") or psnr_by_sigma(psnr, "train")
     flags = () if not curve or denoises(curve) else (NOT_DENOISING,)
-    lifecycle.finish(directory, outputs=(Files.MODEL,), flags=flags, step=trainer.global_step, validation_psnr=psnr)
+    return lifecycle.finish(directory, outputs=(Files.MODEL,), flags=flags, step=trainer.global_step,
+                            validation_psnr=psnr)
 
 
 def final_validation(module: DenoiserModule, data: CellDataModule) -> dict[str, float]:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from gdm.cells import expand_cells, expand_pairs
+from gdm import lifecycle, wandb_log
+from gdm.cells import expand_cells, expand_pairs, stable_hash
 from gdm.config import load_config
-from gdm.tracking import offline_run_dirs
+from gdm.wandb_log import offline_run_dirs
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +97,45 @@ def test_nearest_training_image_is_the_most_correlated_in_each_split(finished):
             assert np.array_equal(arrays[f"nearest_index_{split}_correlation"].numpy(), scores.argmax(1)), (pair.n, split)
 
 
-def test_wandb_offline_runs_hold_train_and_eval_metrics(finished):
+def test_wandb_offline_runs_are_dashboard_ready(finished, capsys):
+    """Read back from the offline run files: identity, keys, job types, PSNR tables, artifacts, the report."""
+    from wandb_records import run_summary
+
     cfg, _ = finished
-    runs = offline_run_dirs(cfg)
-    ids = {c.wandb_id(cfg) for c in expand_cells(cfg)} | {p.wandb_id(cfg) for p in expand_pairs(cfg)}
-    assert ids == {r.name.rsplit("-", 1)[-1] for r in runs}  # one run per cell and per pair, no more
-    pair = expand_pairs(cfg)[0]
-    eval_run = next(r for r in runs if r.name.endswith(pair.wandb_id(cfg)))
-    blob = b"".join(p.read_bytes() for p in eval_run.glob("*.wandb"))
-    results = json.loads((pair.directory(cfg) / "results.json").read_text())
-    assert pair.pair_id.encode() in blob and b"ab_correlation_median" in blob
-    assert json.dumps(results["psnr_gap"]).encode() in blob  # the logged value is the stored one
+    runs = {r.name.rsplit("-", 1)[-1]: run_summary(next(r.glob("*.wandb"))) for r in offline_run_dirs(cfg)}
+    items = [*expand_cells(cfg), *expand_pairs(cfg)]
+    report_id = stable_hash(f"{cfg.name}/report", 16)
+    assert set(runs) == {i.wandb_id(cfg) for i in items} | {report_id}  # one run per cell, pair and report
+    for cell in expand_cells(cfg):
+        run = runs[cell.wandb_id(cfg)]
+        assert run["job_type"] == "train" and run["group"] == cfg.name and run["name"] == cell.cell_id
+        assert {k: run["config"][k] for k in ("dataset", "n", "split", "item_id", "settings_hash")} == {
+            "dataset": cell.dataset, "n": cell.n, "split": cell.split, "item_id": cell.cell_id,
+            "settings_hash": cell.settings_hash}
+        assert {f"n={cell.n}", f"split={cell.split}", "train"} <= set(run["tags"])
+        assert "train/loss" in run["history"] and len(run["artifacts"]) == 1
+        artifact = run["artifacts"][0]
+        assert artifact.type == "model" and cell.settings_hash in artifact.aliases
+        digest = lifecycle.done_record(cell.directory(cfg))["sha256"]["model.pt"]
+        assert json.loads(artifact.metadata)["sha256"] == digest
+    for pair in expand_pairs(cfg):
+        run = runs[pair.wandb_id(cfg)]
+        assert run["job_type"] == "eval" and run["config"]["n"] == pair.n and run["config"]["item_id"] == pair.pair_id
+        table = {k.rsplit("/", 1)[1]: json.loads(v) for k, v in run["history"].items() if k.startswith("eval/psnr/")}
+        assert table["_type"] == "table-file" and table["ncols"] == 4
+        assert table["nrows"] == len(cfg.eval.psnr_sigmas) * len(wandb_log.pair_psnr_curves(
+            json.loads((pair.directory(cfg) / "results.json").read_text())))
+        assert any(k.startswith("samples/A") for k in run["history"])
+        assert json.loads(run["history"]["eval/psnr_plot_table/_type"]) == "table-file"  # the line plot's data
+        results = json.loads((pair.directory(cfg) / "results.json").read_text())
+        assert json.loads(run["history"]["eval/psnr_gap"]) == pytest.approx(results["psnr_gap"])
+    report = runs[report_id]
+    assert report["job_type"] == "report" and json.loads(report["history"]["report/summary/nrows"]) == len(cfg.n_train)
+    from gdm.cli import main
+
+    assert main(["sync", "--dry-run", str(cfg.run_dir / "config.yaml"), f"root={cfg.root}"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(runs)} offline runs listed" in out and all(r.name in out for r in offline_run_dirs(cfg))
 
 
 def test_report_and_resolved_config(finished):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -9,13 +11,14 @@ import textwrap
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
-from gdm.cells import expand_cells, read_status
+from gdm import lifecycle
+from gdm.cells import expand_cells
 from gdm.config import load_config
 from gdm.train import NonFiniteLossError, fit_cell, load_denoiser
-from gdm.training.sigma import SIGMA_LAWS, draw_sigma
 
 REPO = Path(__file__).resolve().parents[1]
 prepare = pytest.importorskip("gdm.data.prepare", reason="gdm.data.prepare (data layer) is not available yet")
@@ -66,10 +69,41 @@ class PoisonWeights(L.Callback):
             next(module.net.parameters()).data.fill_(float("nan"))
 
 
-@pytest.mark.parametrize("law", SIGMA_LAWS)
-def test_sigma_laws_stay_in_range(law):
-    sigma = draw_sigma(law, 1000, 0.01, 1.0, torch.Generator().manual_seed(0))
-    assert sigma.shape == (1000, 1, 1, 1) and sigma.min() >= 0.01 and sigma.max() <= 1.0
+def metrics_records(directory: Path) -> list[dict]:
+    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+
+
+def expected_validation_psnr(cfg, cell, directory: Path) -> dict[str, float]:
+    """val/psnr_<train|test>_sigma<σ> recomputed in numpy from model.pt: 10 log10(1 / MSE) per image of
+    f(x + σz) on the first eval.psnr_images training and test images, averaged; z seeded by
+    ("val", cell seed, σ index)."""
+    from gdm.data.store import load_split
+    from gdm.training.seeds import cell_seed, derive_seed
+
+    denoiser, data = load_denoiser(directory / "model.pt"), cfg.run_dir / "data" / cell.dataset
+    batches = {"train": load_split(data, cell.split, cell.n)[: cfg.eval.psnr_images],
+               "test": load_split(data, "test", cfg.eval.psnr_images)}
+    seed, expected = cell_seed(cfg.trainer.seed, cell.cell_id), {}
+    for name, x in batches.items():
+        for index, sigma in enumerate(cfg.eval.psnr_sigmas):
+            z = torch.randn(x.shape, generator=torch.Generator().manual_seed(derive_seed("val", seed, index)))
+            with torch.no_grad():
+                denoised = denoiser(x + sigma * z).double().numpy()
+            mse = ((denoised - x.double().numpy()) ** 2).mean(axis=(1, 2, 3))
+            expected[f"val/psnr_{name}_sigma{sigma:g}"] = float(np.mean(10 * np.log10(1 / mse)))
+    return expected
+
+
+def assert_logged_steps_and_final_psnr(cfg, cell, directory: Path, logged_steps: list[int]) -> None:
+    records = metrics_records(directory)
+    losses = [r for r in records if "train/loss" in r]
+    assert [r["step"] for r in losses] == logged_steps
+    assert all(math.isfinite(r["train/loss"]) and r["train/loss"] > 0 for r in losses)
+    assert all(r["lr"] == cfg.trainer.lr for r in losses)  # trainer.lr_halve_every=0: constant
+    final = [r for r in records if any(k.startswith("val/") for k in r)]
+    assert [r["step"] for r in final] == [cfg.trainer.max_steps]
+    expected = expected_validation_psnr(cfg, cell, directory)
+    assert {k: v for k, v in final[0].items() if k.startswith("val/")} == pytest.approx(expected, abs=1e-3)
 
 
 def test_training_changes_weights_and_writes_outputs(tmp_path):
@@ -82,10 +116,8 @@ def test_training_changes_weights_and_writes_outputs(tmp_path):
 
     initial = build_cell_module(cfg, cell)[0].net.state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in model["state_dict"].items())
-    records = [line for line in (directory / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
-    assert len(records) == 2 and "nan" not in "".join(records).lower()
-    assert "val/psnr_test_sigma0.1" in (directory / "metrics.jsonl").read_text()
-    assert read_status(directory)["state"] == "done"
+    assert_logged_steps_and_final_psnr(cfg, cell, directory, [1, 2])
+    assert lifecycle.status(directory).state.value == "done"
 
 
 def test_model_file_round_trips_through_load_denoiser(tmp_path):
@@ -151,16 +183,46 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_wandb_offline_run_holds_metrics(tmp_path):
-    from gdm.tracking import offline_run_dirs
+    from gdm.wandb_log import offline_run_dirs
 
     cfg = prepared(tiny_cfg(tmp_path, "wandb.mode=offline", "trainer.max_steps=2", "trainer.log_every=1"))
     cell = cell_of(cfg)
     fit_cell(cfg, cell)
     runs = offline_run_dirs(cfg)
     assert len(runs) == 1 and runs[0].name.endswith(cell.wandb_id(cfg))
-    stream = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
-    for text in (cell.wandb_id(cfg), "train/loss", "val/psnr_train_sigma0.1"):
-        assert text.encode() in stream, text
+    records = [r for path in runs[0].glob("*.wandb") for r in wandb_records(path)]
+    assert {r.run.run_id for r in records if r.HasField("run")} == {cell.wandb_id(cfg)}
+    logged = sorted((i.key or "/".join(i.nested_key), json.loads(i.value_json))
+                    for r in records if r.HasField("history") for i in r.history.item)
+    logged = [(k, v) for k, v in logged if not k.startswith(("_", "trainer/"))]
+    expected = sorted((k, v) for r in metrics_records(cell.directory(cfg)) for k, v in r.items() if k != "step")
+    assert [k for k, _ in logged] == [k for k, _ in expected]  # every metric of metrics.jsonl, once each
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)  # with the same values
+
+
+def wandb_records(path: Path) -> list:
+    """The protobuf records of a W&B transaction log (.wandb): a 7-byte header, then LevelDB-log blocks of
+    32 KiB holding chunks (crc32: 4, length: 2, type: 1 = full, 2 = first, 3 = middle, 4 = last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, records, pending, offset = path.read_bytes(), [], b"", 7
+    assert data[:4] == b":W&B", data[:7]
+    while offset + 7 <= len(data):
+        if 32768 - offset % 32768 < 7:  # too little left for a chunk header: the block is padded
+            offset += 32768 - offset % 32768
+            continue
+        length, kind = int.from_bytes(data[offset + 4 : offset + 6], "little"), data[offset + 6]
+        if kind == 0:  # zero padding at the end of a block or of the file
+            offset += 32768 - offset % 32768
+            continue
+        pending += data[offset + 7 : offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
 
 
 DDP_OVERRIDES = ["wandb.mode=disabled", "trainer.devices=2", "trainer.max_steps=4", "trainer.ema_decay=0.5"]
@@ -189,7 +251,8 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path),
                                                         root=str(tmp_path / "runs"), extra=DDP_OVERRIDES)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
+    python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)  # extend, not replace
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path, "WANDB_SILENT": "true"}
     for key in [k for k in env if k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE", "MASTER_"))]:
         del env[key]  # a clean single-node launch, also when the tests run inside a SLURM job
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -199,7 +262,7 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     assert_bitwise_equal(rank0, rank1)
     cfg = tiny_cfg(tmp_path / "runs", *DDP_OVERRIDES)
     directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
-    assert read_status(directory)["step"] == 4
+    assert lifecycle.status(directory).step == 4
     denoiser = load_denoiser(directory)
     y = torch.rand(2, 1, 16, 16)
     assert torch.allclose(denoiser(3 * y), 3 * denoiser(y), rtol=1e-4, atol=1e-5)  # still bias-free after DDP
@@ -208,6 +271,7 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
 def test_streaming_path_trains(tmp_path):
     pytest.importorskip("webdataset", reason="streaming needs webdataset")
     cfg = prepared(tiny_cfg(tmp_path, "trainer.in_memory=false", "trainer.max_steps=2"))
-    directory = fit_cell(cfg, cell_of(cfg))
-    assert read_status(directory)["state"] == "done"
-    assert "val/psnr_train_sigma0.1" in (directory / "metrics.jsonl").read_text()
+    cell = cell_of(cfg)
+    directory = fit_cell(cfg, cell)
+    assert lifecycle.status(directory).state.value == "done"
+    assert_logged_steps_and_final_psnr(cfg, cell, directory, [2])  # trainer.log_every=2

@@ -1,0 +1,145 @@
+"""Every W&B call of gdm: run identity, config and tags, evaluation tables and plots, the report run,
+model artifacts, and where offline runs live.
+
+One run per cell (job_type=train), per eval pair (job_type=eval) and per report (job_type=report),
+all grouped by experiment. Each run's config says which item it is (dataset, n, split, id, settings
+hash) next to the settings its hash stands for, and its tags repeat the keys researchers filter on,
+so runs group and filter by n in the UI. Run ids are deterministic, so a requeued job resumes the same
+run. The mode comes from the config (offline by default: runs are written under the run folder with
+no network). The API key is never read, logged or stored here: W&B takes it from its own environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gdm.cells import Cell, EvalPair, Item, item_settings, stable_hash, wandb_dir
+from gdm.config import ExperimentConfig, to_dict
+
+JOB_TYPES = ("train", "eval", "report")
+
+
+def item_keys(item: Item | None) -> dict[str, Any]:
+    """The keys of a cell or pair that a dashboard groups and filters on."""
+    if item is None:
+        return {}
+    keys: dict[str, Any] = {"dataset": item.dataset, "n": item.n, "item_id": item.item_id,
+                            "settings_hash": item.settings_hash}
+    if isinstance(item, Cell):
+        keys["split"] = item.split
+    else:
+        keys["cells"] = {c.split: c.cell_id for c in item.cells}
+    return keys
+
+
+def run_id(cfg: ExperimentConfig, item: Item | None) -> str:
+    return item.wandb_id(cfg) if item is not None else stable_hash(f"{cfg.name}/report", 16)
+
+
+def run_kwargs(cfg: ExperimentConfig, item: Item | None, job_type: str) -> dict[str, Any]:
+    """Arguments for `wandb.init` (and Lightning's WandbLogger) for one run of this experiment."""
+    assert job_type in JOB_TYPES, job_type
+    directory = wandb_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = item_keys(item)
+    tags = [cfg.name, job_type] + [f"{k}={keys[k]}" for k in ("dataset", "n", "split") if k in keys]
+    config = {"experiment": cfg.name, **keys, "config": to_dict(cfg)}
+    if item is not None:
+        config["settings"] = item_settings(cfg, item)
+    return {"project": cfg.wandb.project, "entity": cfg.wandb.entity, "id": run_id(cfg, item),
+            "name": item.item_id if item is not None else f"{cfg.name}/report", "group": cfg.name,
+            "job_type": job_type, "tags": tags, "mode": cfg.wandb.mode, "dir": str(directory.resolve()),
+            "resume": "allow", "config": config}
+
+
+def train_logger(cfg: ExperimentConfig, cell: Cell):
+    """Lightning's WandbLogger for the cell's training run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    kwargs = run_kwargs(cfg, cell, "train")
+    return WandbLogger(save_dir=kwargs.pop("dir"), **kwargs)
+
+
+def active_run(trainer) -> Any | None:
+    """The W&B run of a trainer's WandbLogger on this rank, if one was started."""
+    import wandb
+
+    return wandb.run if any(type(lg).__name__ == "WandbLogger" for lg in trainer.loggers) else None
+
+
+def finish_run(run: Any | None, ok: bool) -> None:
+    """Finish a run so an offline run is flushed to disk (also when training failed)."""
+    if run is not None:
+        run.finish(exit_code=0 if ok else 1)
+
+
+def log_model(cfg: ExperimentConfig, run: Any, cell: Cell, path: Path, sha256: str) -> None:
+    """model.pt as a W&B artifact: a reference to its path by default, the file itself with wandb.upload_models."""
+    import wandb
+
+    artifact = wandb.Artifact(f"model-{cell.wandb_id(cfg)}", type="model",
+                              metadata={**item_keys(cell), "sha256": sha256})
+    if cfg.wandb.upload_models:
+        artifact.add_file(str(path), name=path.name)
+    else:
+        artifact.add_reference(Path(path).resolve().as_uri(), name=path.name, checksum=False)
+    run.log_artifact(artifact, aliases=["latest", cell.settings_hash])
+
+
+def psnr_table(curves: dict[str, dict]) -> Any:
+    """One row per (curve, σ): curves such as "A test", "optimal A test", "gaussian A test"."""
+    import wandb
+
+    rows = [[label, sigma, inp, out] for label, c in curves.items()
+            for sigma, inp, out in zip(c["sigma"], c["input_psnr"], c["output_psnr"], strict=True)]
+    return wandb.Table(columns=["curve", "sigma", "input_psnr", "output_psnr"], data=rows)
+
+
+def pair_psnr_curves(results: dict) -> dict[str, dict]:
+    """The pair's PSNR curves by label: the models' and each reference's, on train and test images."""
+    curves = {}
+    for prefix, key in (("", "psnr"), ("optimal ", "psnr_optimal"), ("gaussian ", "psnr_gaussian")):
+        for split, kinds in sorted((results.get(key) or {}).items()):
+            curves.update({f"{prefix}{split} {kind}": kinds[kind] for kind in ("train", "test") if kind in kinds})
+    return curves
+
+
+def log_eval(cfg: ExperimentConfig, pair: EvalPair, scalars: dict, results: dict, per_seed: dict[str, list],
+             figures: dict[str, Path], samples: dict[str, Any]) -> None:
+    """The pair's eval run: summary scalars, per-σ PSNR table with a line plot, per-seed table, samples
+    and figures as images."""
+    import wandb
+
+    run = wandb.init(**run_kwargs(cfg, pair, "eval"))
+    try:
+        run.summary.update(scalars)
+        table = psnr_table(pair_psnr_curves(results))
+        images = {f"samples/{s}": [wandb.Image(x[0].clamp(0, 1).numpy()) for x in batch[: cfg.eval.grid_samples]]
+                  for s, batch in samples.items()}
+        run.log({f"eval/{k}": v for k, v in scalars.items()}
+                | {f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items()} | images
+                | {"eval/psnr": table, "eval/psnr_plot": wandb.plot.line(table, "sigma", "output_psnr", stroke="curve",
+                                                                       title=f"{pair.pair_id}: PSNR per σ")}
+                | {"eval/per_seed": wandb.Table(columns=list(per_seed),
+                                                data=[list(r) for r in zip(*per_seed.values(), strict=True)])})
+    finally:
+        run.finish()
+
+
+def log_report(cfg: ExperimentConfig, rows: list[dict], figures: list[Path]) -> None:
+    """The report run: the summary table across n and every figure of the report."""
+    import wandb
+
+    run = wandb.init(**run_kwargs(cfg, None, "report"))
+    try:
+        columns = list(rows[0]) if rows else ["dataset", "n"]
+        run.log({"report/summary": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])}
+                | {f"report/{p.stem}": wandb.Image(str(p)) for p in figures})
+    finally:
+        run.finish()
+
+
+def offline_run_dirs(cfg: ExperimentConfig) -> list[Path]:
+    """The offline run folders written for this experiment (wandb/offline-run-*)."""
+    return sorted((wandb_dir(cfg) / "wandb").glob("offline-run-*"))
