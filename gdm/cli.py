@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report": "write figures and tables across the pairs evaluated so far to runs/<name>/report/",
         "prepare": "prepare (generate or import) every dataset of the config as webdataset shards",
         "cells": "list the cells and eval pairs with their array indices (for sbatch --array ranges)",
+        "cancel": "cancel the experiment's jobs: scancel on SLURM (jobs named gdm-<experiment>-<kind>), the local "
+                  "jobs by their own pids otherwise; what they finished stays done, the rest resumes on the next run",
         "sync": "upload every offline W&B run of the experiment (`wandb sync` on each; needs WANDB_API_KEY "
                 "in the environment, which gdm never reads)",
     }
@@ -61,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             _index_option(command, "pair", "eval pair")
         if name == "run":
+            command.add_argument("--detach", action="store_true",
+                                 help="SLURM only: submit every job with its dependencies (prepare → training array "
+                                      "→ each pair after its cells → the report after every pair) and exit; follow "
+                                      "with `gdm status`, stop with `gdm cancel`")
             command.add_argument("--dry-run", action="store_true",
                                  help="print the resolved config and the plan: cells and pairs to do and done, the jobs "
                                       "with their resources, device-hours per cell and in total, and the disk; "
@@ -108,6 +114,14 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
         print(to_yaml(cfg))
         print(format_plan(cfg, make_plan(cfg)))
+        return 0
+    if args.detach:
+        from launch.grid import submit_detached
+
+        jobs = submit_detached(cfg)
+        print(f"gdm run {cfg.name}: submitted prepare {jobs['prepare']}, {len(jobs['train'])} training tasks, "
+              f"{len(jobs['eval'])} evaluations, report {jobs['report']}; `gdm status` follows them, "
+              "`gdm cancel` stops them")
         return 0
     from launch.grid import run_grid
 
@@ -202,6 +216,14 @@ def _cells(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from launch.grid import cancel_experiment
+
+    cancelled = cancel_experiment(cfg)
+    print("\n".join([f"cancelled {what}" for what in cancelled] + [f"gdm cancel {cfg.name}: {len(cancelled)} cancelled"]))
+    return 0
+
+
 def _sync(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     """`wandb sync` of every offline run of the experiment, in one call."""
     import shutil
@@ -224,7 +246,7 @@ def _sync(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[ExperimentConfig, argparse.Namespace], int]] = {
     "run": _run, "train": _train, "eval": _eval, "status": _status,
-    "report": _report, "prepare": _prepare, "cells": _cells, "sync": _sync,
+    "report": _report, "prepare": _prepare, "cells": _cells, "sync": _sync, "cancel": _cancel,
 }
 
 

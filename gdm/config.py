@@ -133,7 +133,8 @@ class LaunchConfig:
     max_parallel: int = 1  # jobs running at once (local) / slurm_array_parallelism
     poll_seconds: float = 2.0  # how often the driver polls running jobs
     train: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of a training job
-    eval: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of an evaluation job
+    eval: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of an evaluation job (and of the report job)
+    prepare: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(cpus_per_task=4, mem_gb=16.0))  # resources of the data-preparation job (SLURM only: elsewhere the driver prepares)
 
 
 @dataclass
@@ -224,7 +225,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_trainer(cfg.trainer)
     _check_sampler(cfg.sampler)
     _check_eval(cfg.eval)
-    for kind in ("train", "eval"):
+    for kind in ("train", "eval", "prepare"):
         _check_resources(getattr(cfg.launch, kind), f"launch.{kind}")
     for name, data in cfg.datasets.items():
         _check_dataset(cfg, name, data)

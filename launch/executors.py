@@ -6,11 +6,17 @@
 
 Every executor offers `submit(fn)` and `submit_array(fns)`; jobs offer `job_id`, `done()` and
 `exception()`. `slots` is how many jobs the driver may have running at once (None: the cluster decides).
+
+SLURM conventions: jobs are named `gdm-<experiment>-<kind>` (`job_name`), so squeue shows what each
+job is and `scancel --name` can select an experiment's jobs; USR2 comes `signal_delay_s` before the
+time limit, and submitit then requeues the job (at most `max_requeues` times for time limits) through
+the job's `checkpoint()`; the requeued job resumes from the cell's last.ckpt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,15 @@ from typing import Any
 import submitit
 
 from gdm.config import ResourcesConfig
+
+JOB_KINDS = ("train", "eval", "prepare", "report")
+
+
+def job_name(experiment: str, kind: str) -> str:
+    """The SLURM job name of an experiment's jobs of one kind: `gdm-<experiment>-<kind>`."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; choose one of {', '.join(JOB_KINDS)}")
+    return f"gdm-{experiment}-{kind}"
 
 
 class InProcessJob:
@@ -51,11 +66,11 @@ class InProcessExecutor:
     slots: int | None = 1
     _count: int = field(default=0, repr=False)
 
-    def submit(self, fn: Callable[[], Any], dependencies: Sequence[str] = ()) -> InProcessJob:
+    def submit(self, fn: Callable[[], Any], dependencies: Sequence[str] = (), after: str = "afterok") -> InProcessJob:
         self._count += 1
         return InProcessJob(f"inprocess-{self._count}", fn)
 
-    def submit_array(self, fns: Sequence[Callable[[], Any]]) -> list[InProcessJob]:
+    def submit_array(self, fns: Sequence[Callable[[], Any]], dependencies: Sequence[str] = ()) -> list[InProcessJob]:
         return [self.submit(fn) for fn in fns]
 
 
@@ -67,33 +82,44 @@ class SubmititExecutor:
     slots: int | None
     max_array: int = 1000
 
-    def submit(self, fn: Callable[[], Any], dependencies: Sequence[str] = ()) -> submitit.Job:
-        if dependencies:  # afterok: never start before its cells succeeded; cancelled if one fails
-            deps = {"dependency": "afterok:" + ":".join(dependencies), "kill_on_invalid_dep": "yes"}
+    def submit(self, fn: Callable[[], Any], dependencies: Sequence[str] = (), after: str = "afterok") -> submitit.Job:
+        """One job; with `dependencies` it waits on those SLURM jobs (`after`: afterok — never start before
+        they succeeded, cancelled if one fails — or afterany, e.g. a report after every evaluation)."""
+        with self._depending_on(dependencies, after):
+            return self.executor.submit(fn)
+
+    def submit_array(self, fns: Sequence[Callable[[], Any]], dependencies: Sequence[str] = ()) -> list[submitit.Job]:
+        """One job array per chunk of at most `max_array` calls (each waiting on `dependencies`, afterok)."""
+        jobs: list[submitit.Job] = []
+        with self._depending_on(dependencies, "afterok"):
+            for start in range(0, len(fns), self.max_array):
+                with self.executor.batch():
+                    chunk = [self.executor.submit(fn) for fn in fns[start:start + self.max_array]]
+                jobs += chunk
+        return jobs
+
+    @contextmanager
+    def _depending_on(self, dependencies: Sequence[str], after: str):
+        if dependencies:
+            deps = {"dependency": f"{after}:" + ":".join(map(str, dependencies)), "kill_on_invalid_dep": "yes"}
             self.executor.update_parameters(slurm_additional_parameters=deps)
         try:
-            return self.executor.submit(fn)
+            yield
         finally:
             if dependencies:
                 self.executor.update_parameters(slurm_additional_parameters={})
 
-    def submit_array(self, fns: Sequence[Callable[[], Any]]) -> list[submitit.Job]:
-        """One job array per chunk of at most `max_array` calls."""
-        jobs: list[submitit.Job] = []
-        for start in range(0, len(fns), self.max_array):
-            with self.executor.batch():
-                chunk = [self.executor.submit(fn) for fn in fns[start:start + self.max_array]]
-            jobs += chunk
-        return jobs
 
-
-def _slurm_parameters(resources: ResourcesConfig, max_parallel: int) -> dict[str, Any]:
+def _slurm_parameters(resources: ResourcesConfig, max_parallel: int, name: str | None = None) -> dict[str, Any]:
     """submitit AutoExecutor parameters of one job kind; unset options are left to the cluster."""
     params: dict[str, Any] = {
         "timeout_min": resources.time_min, "tasks_per_node": resources.tasks_per_node,
         "nodes": resources.nodes, "cpus_per_task": resources.cpus_per_task, "mem_gb": resources.mem_gb,
         "slurm_array_parallelism": max_parallel, "slurm_setup": list(resources.setup),
+        "slurm_signal_delay_s": resources.signal_delay_s,  # --signal=USR2@s: time to requeue before the kill
     }
+    if name is not None:
+        params["name"] = name
     if resources.gpus_per_node:  # --gpus-per-node=0 is refused by clusters without GRES
         params["gpus_per_node"] = resources.gpus_per_node
     optional = {"slurm_partition": resources.partition, "slurm_account": resources.account,
@@ -102,34 +128,43 @@ def _slurm_parameters(resources: ResourcesConfig, max_parallel: int) -> dict[str
     return params
 
 
-def slurm_executor(folder: Path, resources: ResourcesConfig, max_parallel: int) -> SubmititExecutor:
+def slurm_executor(folder: Path, resources: ResourcesConfig, max_parallel: int,
+                   name: str | None = None) -> SubmititExecutor:
     from launch.slurm_cli import max_array_size
 
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    executor.update_parameters(**_slurm_parameters(resources, max_parallel))
+    # A time limit counts against max_requeues; a preemption does not (submitit tells them apart by
+    # the time the job has run).
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=resources.max_requeues)
+    executor.update_parameters(**_slurm_parameters(resources, max_parallel, name))
     return SubmititExecutor(executor, slots=None, max_array=max_array_size())
 
 
-def local_executor(folder: Path, resources: ResourcesConfig, max_parallel: int) -> SubmititExecutor:
+def local_executor(folder: Path, resources: ResourcesConfig, max_parallel: int,
+                   name: str | None = None) -> SubmititExecutor:
     executor = submitit.AutoExecutor(folder=folder, cluster="local")
-    executor.update_parameters(timeout_min=resources.time_min)
+    executor.update_parameters(timeout_min=resources.time_min, name=name)  # name=None: left unset
     # LocalExecutor starts every job at once: the driver itself keeps at most max_parallel running.
     return SubmititExecutor(executor, slots=max_parallel)
 
 
-def inprocess_executor(folder: Path, resources: ResourcesConfig, max_parallel: int) -> InProcessExecutor:
+def inprocess_executor(folder: Path, resources: ResourcesConfig, max_parallel: int,
+                       name: str | None = None) -> InProcessExecutor:
     return InProcessExecutor()
 
 
-EXECUTORS: dict[str, Callable[[Path, ResourcesConfig, int], Any]] = {
+EXECUTORS: dict[str, Callable[..., Any]] = {
     "slurm": slurm_executor,
     "local": local_executor,
     "inprocess": inprocess_executor,
 }
 
 
-def make_executor(kind: str, folder: Path, resources: ResourcesConfig, max_parallel: int = 1):
-    """The executor named `kind`, writing submitit's job files (logs, pickles) under `folder`."""
+def make_executor(kind: str, folder: Path, resources: ResourcesConfig, max_parallel: int = 1, *,
+                  name: str | None = None):
+    """The executor named `kind`, writing submitit's job files (logs, pickles) under `folder`.
+
+    name: the job name its jobs get on SLURM, `job_name(experiment, job kind)` (None: submitit's default).
+    """
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
-    return EXECUTORS[kind](Path(folder), resources, max(1, max_parallel))
+    return EXECUTORS[kind](Path(folder), resources, max(1, max_parallel), name=name)

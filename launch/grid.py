@@ -14,6 +14,8 @@ driver writes nothing into a folder but its submission record.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
 import time
 from contextlib import nullcontext
@@ -28,8 +30,8 @@ from gdm.cells import Cell, EvalPair, Item, config_path, data_dir, expand_cells,
 from gdm.config import ExperimentConfig, to_yaml
 from gdm.io import atomic_write_text
 from launch import slurm_cli
-from launch.executors import make_executor
-from launch.jobs import EvalJob, TrainJob
+from launch.executors import JOB_KINDS, job_name, make_executor
+from launch.jobs import EvalJob, PrepareJob, ReportJob, TrainJob
 from launch.steps import GridSteps
 from launch.task import Outcome
 
@@ -74,12 +76,27 @@ def run_grid(cfg: ExperimentConfig, *, progress: bool = True, steps: GridSteps |
     """Run every cell and pair of `cfg` not done yet; returns what happened (see `GridDriver.summary`)."""
     steps = steps or GridSteps()
     write_resolved_config(cfg)
-    prepare_all(cfg, steps, progress)
     driver = GridDriver(cfg, steps, progress)
+    driver.prepare()
     summary = driver.run()
     if steps.report is not None:
         steps.report(cfg)
     return summary
+
+
+def submit_detached(cfg: ExperimentConfig, *, steps: GridSteps | None = None) -> dict[str, Any]:
+    """`gdm run --detach` (SLURM): submit everything with its dependencies, the report included, and return.
+
+    prepare → one training array (afterok prepare) → each pair (afterok on its cells' tasks) → report
+    (afterany on every pair). What is done is skipped and what a live job owns is left to it.
+    """
+    if cfg.launch.executor != "slurm":
+        raise ValueError(f"--detach needs launch.executor=slurm (it is {cfg.launch.executor}): elsewhere the "
+                         "driver itself runs the evaluation pool, so it has to stay")
+    steps = steps or GridSteps()
+    write_resolved_config(cfg)
+    driver = GridDriver(cfg, steps, progress=False)
+    return driver.submit_all()
 
 
 @dataclass
@@ -115,6 +132,44 @@ class GridDriver:
     def folder(self, item: Item):
         return item.directory(self.cfg)
 
+    def prepare(self) -> None:
+        """Data before any cell: on SLURM as a job of its own (not on the login node), else right here."""
+        if not self.on_slurm:
+            prepare_all(self.cfg, self.steps, self.progress)
+            return
+        job = self.executor("prepare").submit(PrepareJob(self.cfg, self.steps))
+        tqdm.write(f"gdm: preparing the data in SLURM job {job.job_id}", file=sys.stderr)
+        job.result()  # raises, with the job's error, if preparation failed
+
+    # --- detached submission ---------------------------------------------------------------------
+    def submit_all(self) -> dict[str, Any]:
+        cells = [c for c in self.cells if not lifecycle.is_done(self.folder(c))]
+        pairs = [p for p in self.pairs if not lifecycle.is_done(self.folder(p))]
+        prepare = self.executor("prepare").submit(PrepareJob(self.cfg, self.steps))
+        queued = slurm_cli.live_job_ids() or set()
+        jobs: dict[str, str] = {}
+        fresh = [c for c in cells if not self._adopt(c, queued)]
+        for cell in fresh:
+            lifecycle.record_submission(self.folder(cell))
+        array = self.executor("train").submit_array([TrainJob(self.cfg, c, self.steps.fit) for c in fresh],
+                                                    dependencies=[str(prepare.job_id)])
+        for cell, job in zip(fresh, array, strict=True):
+            self._track(cell, job)
+        jobs.update({c.cell_id: str(self.live[c.cell_id].job_id) for c in cells
+                     if c.cell_id in self.live and self.live[c.cell_id].job_id is not None})
+        pair_jobs = [self._submit_detached_pair(p, jobs, str(prepare.job_id)) for p in pairs]
+        report = self.executor("report").submit(ReportJob(self.cfg, self.steps), dependencies=pair_jobs or
+                                                [str(prepare.job_id)], after="afterany")
+        return {"prepare": str(prepare.job_id), "train": [jobs[c.cell_id] for c in cells if c.cell_id in jobs],
+                "eval": pair_jobs, "report": str(report.job_id)}
+
+    def _submit_detached_pair(self, pair: EvalPair, cell_jobs: dict[str, str], prepare: str) -> str:
+        waits = [cell_jobs[c.cell_id] for c in pair.cells if c.cell_id in cell_jobs] or [prepare]
+        lifecycle.record_submission(self.folder(pair))
+        job = self.executor("eval").submit(EvalJob(self.cfg, pair, self.steps.evaluate), dependencies=waits)
+        self._track(pair, job)
+        return str(job.job_id)
+
     # --- main loop ---------------------------------------------------------------------------
     def run(self) -> dict:
         self.waiting_cells = [c for c in self.cells if not self._skip_done(c)]
@@ -141,8 +196,9 @@ class GridDriver:
         """The train or eval executor, made on first use (a no-op rerun never touches the cluster)."""
         if kind not in self._executors:
             launch = self.cfg.launch
-            self._executors[kind] = make_executor(launch.executor, jobs_dir(self.cfg, kind), getattr(launch, kind),
-                                                  launch.max_parallel)
+            resources = getattr(launch, "eval" if kind == "report" else kind)
+            self._executors[kind] = make_executor(launch.executor, jobs_dir(self.cfg, kind), resources,
+                                                  launch.max_parallel, name=job_name(self.cfg.name, kind))
         return self._executors[kind]
 
     def free_slots(self, kind: str) -> int:
@@ -316,3 +372,38 @@ def _exception(job: Any) -> BaseException | None:
         return job.exception()
     except Exception as err:  # an unreadable result is an error too
         return err
+
+
+def cancel_experiment(cfg: ExperimentConfig) -> list[str]:
+    """`gdm cancel`: on SLURM, scancel the experiment's jobs (named gdm-<experiment>-<kind>); elsewhere,
+    SIGTERM the local jobs of its current cells and pairs by their own pids (the live owners, and the
+    submitit processes the driver recorded). Returns what was cancelled."""
+    if cfg.launch.executor == "slurm":
+        ids = slurm_cli.job_ids_named([job_name(cfg.name, kind) for kind in JOB_KINDS])
+        if ids is None:
+            raise RuntimeError("squeue did not answer; nothing was cancelled")
+        slurm_cli.cancel(ids)
+        return ids
+    host = socket.gethostname()
+    cancelled = []
+    for item in [*expand_cells(cfg), *expand_pairs(cfg)]:
+        directory = item.directory(cfg)
+        record = lifecycle.status(directory).record
+        pids = {record.get("pid")} if lifecycle.owner_alive(directory) and record.get("host") == host else set()
+        pids.add(_local_job_pid(lifecycle.submission(directory).get("job_id")))
+        for pid in pids - {None}:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+                cancelled.append(f"{item.item_id} (pid {pid})")
+            except ProcessLookupError:
+                pass
+    return cancelled
+
+
+def _local_job_pid(job_id: Any) -> int | None:
+    """A local submitit job's id is its process id: that pid, if it is still that job's process."""
+    try:
+        cmdline = Path(f"/proc/{int(job_id)}/cmdline").read_bytes()
+    except (TypeError, ValueError, OSError):
+        return None
+    return int(job_id) if b"submitit" in cmdline else None

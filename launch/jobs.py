@@ -14,6 +14,7 @@ import submitit
 
 from gdm.cells import Cell, EvalPair
 from gdm.config import ExperimentConfig
+from launch.steps import GridSteps
 from launch.task import EvalFn, FitFn, Outcome, run_eval_task, run_train_task
 
 
@@ -49,3 +50,32 @@ class EvalJob(submitit.helpers.Checkpointable):
     def __call__(self) -> Outcome:
         use_cpus(self.cfg.launch.eval.cpus_per_task)
         return run_eval_task(self.cfg, self.pair, evaluate=self.evaluate)
+
+
+@dataclass
+class PrepareJob(submitit.helpers.Checkpointable):
+    """Prepare and verify every dataset of the experiment (on SLURM: a job, not the login node)."""
+
+    cfg: ExperimentConfig
+    steps: GridSteps
+
+    def __call__(self) -> str:
+        from launch.grid import prepare_all
+
+        use_cpus(self.cfg.launch.prepare.cpus_per_task)
+        prepare_all(self.cfg, self.steps, progress=False)
+        return "prepared"
+
+
+@dataclass
+class ReportJob(submitit.helpers.Checkpointable):
+    """The report across n, after every evaluation has ended (submitted with --detach)."""
+
+    cfg: ExperimentConfig
+    steps: GridSteps
+
+    def __call__(self) -> str:
+        use_cpus(self.cfg.launch.eval.cpus_per_task)
+        if self.steps.report is not None:
+            self.steps.report(self.cfg)
+        return "reported"

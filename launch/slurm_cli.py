@@ -37,6 +37,16 @@ def live_job_ids() -> set[str] | None:
     return None if text is None else {line.strip() for line in text.splitlines() if line.strip()}
 
 
+def job_ids_named(names: Iterable[str]) -> list[str] | None:
+    """Ids of this user's queued or running jobs with one of `names`; None if squeue failed."""
+    text = _run(["squeue", "--me", "-h", "-o", "%i", f"--name={','.join(names)}"])
+    if text is None:
+        return None
+    # pending array tasks are listed as `A_[2-3%2]`; scancel takes the array A itself for them
+    ids = {line.strip().split("_[")[0] for line in text.splitlines() if line.strip()}
+    return sorted(ids)
+
+
 def cancel(job_ids: Iterable[str]) -> None:
     ids = [str(job_id) for job_id in job_ids]
     if ids:

@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 # Small jobs so that two fit on the 2-CPU test node at once.
 SLURM_OVERRIDES = ["launch.executor=slurm", "launch.max_parallel=2", "launch.poll_seconds=1",
                    "launch.train.cpus_per_task=1", "launch.train.mem_gb=1", "launch.train.time_min=20",
-                   "launch.eval.cpus_per_task=1", "launch.eval.mem_gb=1", "launch.eval.time_min=20"]
+                   "launch.eval.cpus_per_task=1", "launch.eval.mem_gb=1", "launch.eval.time_min=20",
+                   "launch.prepare.cpus_per_task=1", "launch.prepare.mem_gb=1", "launch.prepare.time_min=20"]
 
 
 def _cluster_up() -> bool:
@@ -109,6 +110,36 @@ def test_grid_of_stand_ins_runs_as_arrays_and_waits_for_cells(tiny_overrides):
     assert_evals_after_cells(cfg)
     again = run_grid(cfg, progress=False, steps=fake_steps(delay=0.1))  # retries the failed cell only
     assert again["trained"] == [bad.cell_id] and again["evaluated"] == [pair_n4.pair_id]
+
+
+def _squeue(*fields: str) -> list[list[str]]:
+    out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "|".join(fields)], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+def test_detach_submits_everything_with_dependencies_then_status_and_cancel(tiny_overrides, capsys):
+    from gdm.cli import main
+    from launch.grid import submit_detached
+
+    cfg = slurm_cfg(tiny_overrides, "name=detached")
+    jobs = submit_detached(cfg, steps=fake_steps(delay=60.0))  # returns at once; the jobs are queued
+    assert len(jobs["train"]) == 4 and len(jobs["eval"]) == 2
+    queued = {row[0]: row for row in _squeue("%i", "%j", "%E")}
+    names = {queued[j][1] for j in [jobs["prepare"], *jobs["train"], *jobs["eval"], jobs["report"]]}
+    assert names == {f"gdm-detached-{kind}" for kind in ("prepare", "train", "eval", "report")}
+    pair = expand_pairs(cfg)[0]
+    dependency = queued[jobs["eval"][0]][2]
+    assert "afterok" in dependency and all(jobs["train"][i].split("_")[0] in dependency for i in (0, 1)), dependency
+    assert "afterany" in queued[jobs["report"]][2]
+    resolved = str(cfg.run_dir / "config.yaml")  # what the submission wrote: the same settings as cfg
+    assert main(["status", resolved]) == 0
+    table = capsys.readouterr().out
+    assert pair.pair_id in table and jobs["eval"][0] in table
+    assert main(["cancel", resolved]) == 0
+    assert "gdm cancel detached:" in capsys.readouterr().out
+    _wait_for(lambda: not any(row[1].startswith("gdm-detached-") for row in _squeue("%i", "%j")), 60, "cancellation")
+    assert all(lifecycle.status(c.directory(cfg)).state != lifecycle.State.RUNNING for c in expand_cells(cfg))
 
 
 @dataclass
