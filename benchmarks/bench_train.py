@@ -1,18 +1,22 @@
 """Training throughput: a plain PyTorch loop vs the Lightning DenoiserModule on the same model and data.
 
-    python benchmarks/bench_train.py [--quick]
+    python benchmarks/bench_train.py [--quick] [--peak-flops cpu=FLOPS] [--peak-flops cuda=FLOPS]
 
 Prints one JSON object: images/s of both loops for the paper's 80×80 3-block bias-free UNet and a
 small 32×32 one, Lightning's overhead ratio (plain / Lightning throughput; target ≤ 1.05), and on a
-CUDA device also bf16 + channels_last + torch.compile throughput at batch 512 with its MFU (FLOPs
-counted by torch.utils.flop_counter, against the device's dense bf16 peak).
+CUDA device also bf16 + channels_last + torch.compile throughput at batch 512. Every row also gives
+the training FLOPs per image (torch.utils.flop_counter), the FLOP/s achieved and the MFU against the
+device's peak: dense bf16 from PEAK_FLOPS for a GPU, an fp32 estimate for the CPU (cores × clock ×
+FMA width), or what --peak-flops says. A summary table goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
+import sys
 import time
 from dataclasses import replace
 
@@ -26,8 +30,58 @@ from gdm.training.lit_module import DenoiserModule
 from gdm.training.loss import add_noise, denoising_loss
 from gdm.training.seeds import step_generator
 from gdm.training.sigma import draw_sigma
+from launch.plan import network_cost
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense
+# Dense bf16 peak FLOP/s (vendor data sheets, without sparsity), by a part of the device's name; the
+# longest matching part wins ("H100 PCIe" before "H100", "A100" before "A10").
+PEAK_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def gpu_peak_flops(name: str) -> float | None:
+    """The table's peak for a device name, None if it is not in the table (give --peak-flops cuda=...)."""
+    matches = [key for key in PEAK_FLOPS if key in name]
+    return PEAK_FLOPS[max(matches, key=len)] if matches else None
+
+
+def cpu_peak_flops(threads: int) -> float | None:
+    """fp32 peak of the cores torch uses: threads × clock × FLOPs per cycle per core.
+
+    Two FMA units per core, each 2 FLOPs × the SIMD width in fp32 lanes (AVX-512: 16, AVX2: 8), so
+    64 or 32 FLOPs per cycle (4 without AVX2 and FMA: a floor, not a peak). The clock is /proc/cpuinfo's current
+    "cpu MHz" (turbo may run faster). None where /proc/cpuinfo is missing (not Linux).
+    """
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return None
+    flags_line = re.search(r"^flags\s*:(.*)$", info, re.MULTILINE)
+    flags = set(flags_line.group(1).split()) if flags_line else set()
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.MULTILINE)
+    if mhz is None:
+        return None
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 1
+    return threads * float(mhz.group(1)) * 1e6 * 2 * 2 * lanes
+
+
+def parse_peaks(items: list[str]) -> dict[str, float]:
+    """--peak-flops DEVICE=FLOPS (device cpu or cuda), as {device: FLOP/s}."""
+    peaks = {}
+    for item in items:
+        device, _, value = item.partition("=")
+        try:
+            peaks[device] = float(value)
+        except ValueError:
+            peaks[device] = -1.0
+        if device not in ("cpu", "cuda") or peaks[device] <= 0:
+            raise SystemExit(f"--peak-flops {item!r}: give DEVICE=FLOPS with DEVICE cpu or cuda and FLOPS > 0, "
+                             "e.g. --peak-flops cuda=989e12")
+    return peaks
+
+
+def flops_report(flops_per_image: int, images_per_s: float, peak: float | None) -> dict:
+    """Achieved FLOP/s and MFU of a throughput, for a model of `flops_per_image` training FLOPs."""
+    achieved = flops_per_image * images_per_s
+    return {"tflops_per_s": round(achieved / 1e12, 4), "mfu": round(achieved / peak, 4) if peak else None}
 
 
 def images_for(size: int, count: int = 64) -> torch.Tensor:
@@ -95,7 +149,8 @@ def lightning_throughput(net, images, cfg: TrainerConfig, warmup: int, steps: in
     return steps * cfg.batch_size / (timer.stop - timer.start)
 
 
-def compare(name: str, model: ModelConfig, size: int, batch: int, warmup: int, steps: int, rounds: int = 3) -> dict:
+def compare(name: str, model: ModelConfig, size: int, batch: int, warmup: int, steps: int, rounds: int = 3,
+            peak: float | None = None) -> dict:
     """Plain and Lightning throughput of one model on the CPU, from the same initial weights.
 
     The two loops alternate for `rounds` rounds and the medians are compared, so that a burst of load
@@ -113,52 +168,78 @@ def compare(name: str, model: ModelConfig, size: int, batch: int, warmup: int, s
         net.load_state_dict(initial)
         lightning.append(lightning_throughput(net, images, cfg, warmup, steps, "cpu"))
     p, lt = statistics.median(plain), statistics.median(lightning)
+    flops = int(network_cost(model, size).train_flops)  # the count `gdm run --dry-run` plans with
+    plain_flops, lightning_flops = flops_report(flops, p, peak), flops_report(flops, lt, peak)
     return {"model": name, "image_size": size, "batch": batch, "params": count_parameters(net), "rounds": rounds,
             "plain_images_per_s": round(p, 2), "lightning_images_per_s": round(lt, 2),
             "plain_rounds": [round(v, 2) for v in plain], "lightning_rounds": [round(v, 2) for v in lightning],
-            "lightning_overhead_ratio": round(p / lt, 3), "target_ratio": 1.05}
+            "lightning_overhead_ratio": round(p / lt, 3), "target_ratio": 1.05,
+            "flops_per_image_train": flops, "peak_tflops_per_s": round(peak / 1e12, 4) if peak else None,
+            "plain_tflops_per_s": plain_flops["tflops_per_s"], "plain_mfu": plain_flops["mfu"],
+            "lightning_tflops_per_s": lightning_flops["tflops_per_s"], "lightning_mfu": lightning_flops["mfu"]}
 
 
-def train_flops(net, size: int, batch: int, device: torch.device) -> int:
-    """FLOPs of one forward + backward at this batch (torch.utils.flop_counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    y = torch.rand(batch, 1, size, size, device=device)
-    with FlopCounterMode(display=False) as counter, torch.autocast("cuda", dtype=torch.bfloat16):
-        net(y).float().square().mean().backward()
-    net.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
-
-
-def cuda_throughput(size: int, blocks: int, batch: int, warmup: int, steps: int) -> dict:
-    """bf16-mixed + channels_last + torch.compile at batch 512 on the GPU, with MFU."""
+def cuda_throughput(size: int, blocks: int, batch: int, warmup: int, steps: int, peak: float | None = None) -> dict:
+    """bf16-mixed + channels_last + torch.compile at batch 512 on the GPU, with MFU (peak: the table's)."""
     device = torch.device("cuda")
     torch.manual_seed(0)
-    net = build_model(ModelConfig("bf_unet", 64, blocks), size).to(device, memory_format=torch.channels_last)
-    flops = train_flops(net, size, batch, device)
+    model = ModelConfig("bf_unet", 64, blocks)
+    net = build_model(model, size).to(device, memory_format=torch.channels_last)
     net.compile()
     cfg = TrainerConfig(batch_size=batch, precision="bf16-mixed")
     rate = plain_throughput(net, images_for(size, 1024).to(device), cfg, warmup, steps)
     name = torch.cuda.get_device_name()
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    achieved = flops / batch * rate / 1e12
+    peak = peak or gpu_peak_flops(name)
+    flops = int(network_cost(model, size).train_flops)
     return {"device": name, "image_size": size, "blocks": blocks, "batch": batch, "images_per_s": round(rate, 1),
-            "tflops_per_s": round(achieved, 1), "mfu": round(achieved / peak, 3) if peak else None,
-            "flops_per_image_train": flops // batch}
+            "flops_per_image_train": flops, "peak_tflops_per_s": round(peak / 1e12, 1) if peak else None,
+            **flops_report(flops, rate, peak)}
+
+
+def print_table(results: dict) -> None:
+    """A short human summary on stderr (stdout stays one JSON object)."""
+    rows = [(f"cpu {r['model']} b{r['batch']}", r["flops_per_image_train"], r["lightning_images_per_s"],
+             r["lightning_tflops_per_s"], r["lightning_mfu"]) for r in results["cpu"]]
+    if "cuda" in results:
+        c = results["cuda"]
+        rows.append((f"{c['device']} b{c['batch']}", c["flops_per_image_train"], c["images_per_s"],
+                     c["tflops_per_s"], c["mfu"]))
+    print(f"{'run':<36} {'GFLOP/image':>11} {'images/s':>10} {'TFLOP/s':>9} {'MFU':>7}", file=sys.stderr)
+    for run, flops, rate, tflops, mfu in rows:
+        mfu_text = f"{mfu:.2%}" if mfu is not None else "n/a"
+        print(f"{run:<36} {flops / 1e9:>11.3f} {rate:>10.1f} {tflops:>9.4f} {mfu_text:>7}", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small batches and few steps (< 3 min on a CPU)")
+    parser.add_argument("--peak-flops", action="append", default=[], metavar="DEVICE=FLOPS",
+                        help="peak FLOP/s to compute MFU against, for cpu or cuda (e.g. cuda=989e12); "
+                             "default: the table of GPUs (dense bf16), an fp32 estimate for the CPU")
     args = parser.parse_args()
+    peaks = parse_peaks(args.peak_flops)
     warmup, steps = (2, 6) if args.quick else (3, 12)
-    results = {"torch": torch.__version__, "lightning": L.__version__, "threads": torch.get_num_threads(),
+    threads = torch.get_num_threads()
+    cpu_peak = peaks.get("cpu") or cpu_peak_flops(threads)
+    results = {"torch": torch.__version__, "lightning": L.__version__, "threads": threads,
+               "cpu_model": cpu_model(), "cpu_peak_source": "--peak-flops" if "cpu" in peaks else "estimate",
                "cpu": [compare("bf_unet 80px 3 blocks", ModelConfig("bf_unet", 64, 3), 80, 4 if args.quick else 16,
-                               warmup, steps),
-                       compare("bf_unet 32px 2 blocks", ModelConfig("bf_unet", 16, 2), 32, 32, warmup, 3 * steps)]}
+                               warmup, steps, peak=cpu_peak),
+                       compare("bf_unet 32px 2 blocks", ModelConfig("bf_unet", 16, 2), 32, 32, warmup, 3 * steps,
+                               peak=cpu_peak)]}
     if torch.cuda.is_available():
-        results["cuda"] = cuda_throughput(80, 3, 512, 5, 10 if args.quick else 30)
+        results["cuda"] = cuda_throughput(80, 3, 512, 5, 10 if args.quick else 30, peak=peaks.get("cuda"))
+    print_table(results)
     print(json.dumps(results, indent=2))
+
+
+def cpu_model() -> str | None:
+    """/proc/cpuinfo's model name (None off Linux): which CPU the figures were measured on."""
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", open("/proc/cpuinfo").read(), re.MULTILINE)
+    except OSError:
+        return None
+    return match.group(1).strip() if match else None
 
 
 if __name__ == "__main__":

@@ -227,8 +227,19 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_eval(cfg.eval)
     for kind in ("train", "eval", "prepare"):
         _check_resources(getattr(cfg.launch, kind), f"launch.{kind}")
+    _check_layout(cfg)
     for name, data in cfg.datasets.items():
         _check_dataset(cfg, name, data)
+
+
+def _check_layout(cfg: ExperimentConfig) -> None:
+    """On SLURM one Lightning process runs per task: the trainer's layout is the job's. Both are stated,
+    and must agree, because the layout is part of a cell's settings (its per-rank seeds depend on it)."""
+    t, r = cfg.trainer, cfg.launch.train
+    if cfg.launch.executor == "slurm" and (t.devices, t.num_nodes) != (r.tasks_per_node, r.nodes):
+        raise ConfigError(f"config keys 'trainer.devices'/'trainer.num_nodes' are {t.devices}/{t.num_nodes} but "
+                          f"'launch.train.tasks_per_node'/'launch.train.nodes' are {r.tasks_per_node}/{r.nodes}; "
+                          "one Lightning process runs per SLURM task, so set them equal")
 
 
 def _check_grid(cfg: ExperimentConfig) -> None:

@@ -12,7 +12,6 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 
@@ -64,12 +63,15 @@ def _error_line(err: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(err), err)).strip()
 
 
-def ddp_config(cfg: ExperimentConfig, env: SlurmEnv) -> ExperimentConfig:
-    """Inside a multi-task srun step: one Lightning process per SLURM task (devices × num_nodes)."""
-    if env.step_tasks <= 1:
-        return cfg
-    trainer = replace(cfg.trainer, devices=env.tasks_per_node, num_nodes=env.nodes)
-    return replace(cfg, trainer=trainer)
+def check_layout(cfg: ExperimentConfig, env: SlurmEnv) -> ExperimentConfig:
+    """Inside a multi-task srun step, one Lightning process runs per SLURM task: the step's layout must be
+    the trainer's (devices × num_nodes), which the cell's settings, and so its folder, stand for."""
+    if env.step_tasks > 1 and (env.tasks_per_node, env.nodes) != (cfg.trainer.devices, cfg.trainer.num_nodes):
+        raise ValueError(f"this SLURM step runs {env.tasks_per_node} task(s) per node on {env.nodes} node(s) but the "
+                         f"config says trainer.devices={cfg.trainer.devices}, trainer.num_nodes="
+                         f"{cfg.trainer.num_nodes}; pass trainer.devices={env.tasks_per_node} "
+                         f"trainer.num_nodes={env.nodes} (or submit with that layout)")
+    return cfg
 
 
 def _slurm_plugins(env: SlurmEnv) -> list | None:
@@ -127,7 +129,7 @@ def run_train_task(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False,
     fit = fit or _default_fit()
     plugins = _slurm_plugins(env)
     kwargs = {"plugins": plugins} if plugins else {}
-    return run_owned(cfg, cell, lambda: fit(ddp_config(cfg, env), cell, progress=progress, **kwargs), env)
+    return run_owned(cfg, cell, lambda: fit(check_layout(cfg, env), cell, progress=progress, **kwargs), env)
 
 
 def run_eval_task(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False, evaluate: EvalFn | None = None,

@@ -60,6 +60,8 @@ SlurmctldHost=${HOST}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job may start again 20 s after it ended (the default credential lifetime holds it 120 s).
+AuthInfo=cred_expire=20
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none

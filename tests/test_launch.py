@@ -26,7 +26,7 @@ from launch.jobs import EvalJob, TrainJob
 from launch.slurm_env import SlurmEnv, read_slurm_env
 from launch.status import format_status, status_rows
 from launch.steps import GridSteps
-from launch.task import Outcome, ddp_config, run_train_task
+from launch.task import Outcome, check_layout, run_train_task
 
 # The local executor unpickles the stand-ins in fresh processes that cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -229,7 +229,7 @@ def test_a_busy_job_hands_over_to_the_live_owner(tiny_overrides):
 
 
 def test_train_task_records_slurm_ids_and_ddp_shape(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides)
+    cfg = tiny_cfg(tiny_overrides, "trainer.devices=2")
     cell = expand_cells(cfg)[0]
     seen = {}
 
@@ -244,7 +244,17 @@ def test_train_task_records_slurm_ids_and_ddp_shape(tiny_overrides):
     assert seen["record"]["job_id"] == "77_1" and seen["record"]["array_task_id"] == 1
     assert seen["running"] == lifecycle.State.RUNNING and seen["devices"] == 2
     assert type(seen["plugins"][0]).__name__ == "SLURMEnvironment"
-    assert ddp_config(cfg, SlurmEnv()) is cfg
+    assert check_layout(cfg, SlurmEnv()) is cfg
+    one = tiny_cfg(tiny_overrides)  # trainer.devices=1 in a 2-task step: refused, naming the keys to set
+    with pytest.raises(ValueError, match="pass trainer.devices=2 trainer.num_nodes=1"):
+        check_layout(one, env)
+    assert "pass trainer.devices=2" in run_train_task_error(one, cell, env)
+
+
+def run_train_task_error(cfg, cell, env) -> str:
+    with pytest.raises(ValueError):
+        run_train_task(cfg, expand_cells(cfg)[1], fit=FakeFit(), env=env)
+    return lifecycle.status(expand_cells(cfg)[1].directory(cfg)).error
 
 
 def test_slurm_parameters_and_registry(tmp_path, tiny_overrides):
