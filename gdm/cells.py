@@ -12,13 +12,11 @@ Each folder holds `settings.json`, the settings its hash stands for (see `gdm.li
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gdm.config import ExperimentConfig, to_dict
+from gdm.io import stable_hash
 
 # Trainer fields that do not change the weights: excluded from the cell hash.
 _NEUTRAL_TRAINER_KEYS = ("log_every", "val_every", "num_workers", "checkpoint_every", "compile", "accelerator")
@@ -91,15 +89,6 @@ class EvalPair:
 
 
 Item = Cell | EvalPair
-
-
-def stable_hash(payload: Any, length: int = 64) -> str:
-    """Hex sha256 of `payload` (text as is; anything else as canonical JSON), cut to `length` digits.
-
-    Independent of PYTHONHASHSEED, dict order and the machine: the same settings give the same id.
-    """
-    text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def cell_settings(cfg: ExperimentConfig, dataset: str) -> dict:

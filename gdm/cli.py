@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional
 
-from gdm.config import ConfigError, ExperimentConfig, load_config
+from gdm.config import ConfigError, ExperimentConfig
 
 OVERRIDES_HELP = ("config overrides as dotted key=value pairs, applied after the YAML file, e.g. "
                   "trainer.max_steps=50 'n_train=[1,10]' datasets.disks.image_size=32 wandb.mode=disabled")
@@ -88,7 +88,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = [*args.overrides, *extra]
     try:
-        cfg = load_config(args.config, args.overrides)
+        from gdm.experiment import load_experiment  # here: `gdm --help` stays free of torch
+
+        cfg = load_experiment(args.config, args.overrides)
         return COMMANDS[args.command](cfg, args)
     except ConfigError as err:
         print(f"gdm: config error: {err}", file=sys.stderr)
@@ -177,13 +179,13 @@ def _report_outcome(item_id: str, outcome) -> int:
 
 
 def _status(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    from launch import slurm_cli
+    from launch import slurm
     from launch.status import all_folder_rows, format_status, status_rows
 
     if args.all_folders:
         print(format_status(all_folder_rows(cfg)))
         return 0
-    queued = slurm_cli.live_job_ids() if cfg.launch.executor == "slurm" else None
+    queued = slurm.live_job_ids() if cfg.launch.executor == "slurm" else None
     print(format_status(status_rows(cfg, queued)))
     return 0
 

@@ -156,12 +156,13 @@ class ExperimentConfig:
         return Path(self.root) / self.name
 
 
+# Choices that are settings of the libraries gdm drives, not gdm registries. Names that pick an entry of
+# a gdm registry (a family, a model, a σ law, a similarity) are checked against that registry by
+# gdm.experiment.check_registries: this module imports nothing from gdm.
 CHOICES = {
-    "trainer.sigma_law": ("squared_uniform", "uniform", "log_uniform"),
     "trainer.precision": ("32-true", "bf16-mixed"),
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
     "sampler.schedule": ("constant", "increasing"),
-    "eval.similarity": ("cosine", "correlation", "l2"),
     "wandb.mode": ("offline", "online", "disabled"),
     "launch.executor": ("local", "slurm", "inprocess"),
 }
@@ -266,7 +267,7 @@ def _check_trainer(t: TrainerConfig) -> None:
     if t.sigma_min < 0 or t.sigma_max <= t.sigma_min:
         raise ConfigError(f"config keys 'trainer.sigma_min'/'trainer.sigma_max' are {t.sigma_min}/{t.sigma_max}; "
                           "need 0 ≤ sigma_min < sigma_max")
-    if t.sigma_law == "log_uniform" and t.sigma_min <= 0:
+    if t.sigma_law == "log_uniform" and t.sigma_min <= 0:  # the law's own precondition (log σ_min)
         raise ConfigError("config key 'trainer.sigma_min' must be > 0 when trainer.sigma_law=log_uniform")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"config key 'trainer.ema_decay' is {t.ema_decay}; allowed: 0 ≤ ema_decay < 1")
@@ -316,12 +317,7 @@ def _check_sampler(s: SamplerConfig) -> None:
 
 
 def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:
-    from gdm.data.families import FAMILIES  # late import: the registry imports torch
-    from gdm.models import check_image_size
-
     key = f"datasets.{name}"
-    if data.family not in FAMILIES:
-        raise ConfigError(f"config key '{key}.family' is {data.family!r}; allowed values: {', '.join(sorted(FAMILIES))}")
     if data.image_size < 4:
         raise ConfigError(f"config key '{key}.image_size' is {data.image_size}; it must be ≥ 4")
     if data.test_size < 1 or data.pool_size < 2 or data.shard_size < 1:
@@ -331,26 +327,6 @@ def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:
     if too_big:
         raise ConfigError(f"config key 'n_train' holds {too_big}, larger than half of {key}.pool_size="
                           f"{data.pool_size}; the largest n allowed is {largest} (A and B must be disjoint)")
-    try:
-        FAMILIES[data.family].resolve_params(data, key=key)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if FAMILIES[data.family].uses_source(data):
-        _check_source(key, data)
-    try:
-        check_image_size(cfg.model, data.image_size)
-    except ValueError as err:
-        raise ConfigError(f"config key '{key}.image_size': {err}") from None
-
-
-def _check_source(key: str, data: DataConfig) -> None:
-    """A family that reads photographs needs an existing folder or .zip in `<key>.source`."""
-    if not data.source:
-        raise ConfigError(f"config key '{key}.source' is not set; family {data.family!r} reads its images from a "
-                          f"folder or .zip: pass {key}.source=/path/to/images")
-    if not Path(data.source).exists():
-        raise ConfigError(f"config key '{key}.source' is {data.source!r}, which does not exist; give the folder or "
-                          ".zip holding the images")
 
 
 def _get(cfg: Any, dotted: str) -> Any:

@@ -43,16 +43,20 @@ def image_rows(rows: Sequence[Sequence[torch.Tensor]], titles: Sequence[str], pa
 HISTOGRAM_BINS = 40  # bins across `histogram_range`
 
 
-def histograms(groups: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str, path: Path) -> Path:
+def histograms(groups: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str, path: Path, *,
+               density: bool = False) -> Path:
     """One panel per group (e.g. per n), overlaid histograms of each series (paper Figure 2).
 
     All panels share one data-adaptive bin range (see `histogram_range`), so they compare at a glance.
+    `density` scales each series to unit area: needed when series differ in length (the cross-seed
+    control holds K (K − 1) pairs against K same-seed pairs).
     """
     fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(3.2 * max(1, len(groups)), 2.6), squeeze=False)
     value_range = histogram_range([v for series in groups.values() for values in series.values() for v in values])
     for ax, (title, series) in zip(axes[0], groups.items(), strict=False):
         for label, values in series.items():
-            ax.hist(_finite(values), bins=HISTOGRAM_BINS, range=value_range, alpha=0.55, label=label)
+            finite = _finite(values)
+            ax.hist(finite, bins=HISTOGRAM_BINS, range=value_range, alpha=0.55, label=label, density=density and bool(finite))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
     if groups:
@@ -82,12 +86,15 @@ def _finite(values) -> list[float]:
 
 def psnr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str = "", *,
                 references: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-                reference_label: str = "reference") -> Path:
+                reference_label: str = "reference",
+                linear: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                linear_label: str = "Gaussian (Wiener) reference") -> Path:
     """Output PSNR against input PSNR, with the identity line (paper Figure 1).
 
     `references` (optional) are drawn dashed: one keyed like a curve takes that curve's colour, so a
     model and its reference (e.g. the optimal denoiser of the same training set) read as a pair; the
-    legend names them once, as `reference_label`, rather than doubling every entry.
+    legend names them once, as `reference_label`, rather than doubling every entry. `linear` (optional)
+    is a second reference set, drawn dash-dotted the same way (the best linear denoiser).
     """
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     colours = {}
@@ -95,11 +102,12 @@ def psnr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path,
         (line,) = ax.plot(curve["input_psnr"], curve["output_psnr"], "o-", ms=3, label=label)
         colours[label] = line.get_color()
     top = _psnr_top(curves)
-    for label, curve in (references or {}).items():
-        _dashed_reference(ax, curve, top, colours.get(label))
-    if references:
-        ax.plot([], [], "k--", lw=1, label=reference_label)  # legend proxy for all dashed curves
-        ax.set_ylim(top=top)
+    for style, group, name in (("--", references, reference_label), ("-.", linear, linear_label)):
+        for label, curve in (group or {}).items():
+            _dashed_reference(ax, curve, top, colours.get(label), style)
+        if group:
+            ax.plot([], [], "k" + style, lw=1, label=name)  # legend proxy for the whole group
+            ax.set_ylim(top=top)
     low, high = ax.get_xlim()
     ax.plot([low, high], [low, high], "k:", lw=0.8)
     ax.set_xlabel("input PSNR (dB)")
@@ -115,11 +123,11 @@ def _psnr_top(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> float:
     return max(values, default=40.0) + 15.0
 
 
-def _dashed_reference(ax, curve: Mapping[str, Sequence[float]], top: float, colour) -> None:
+def _dashed_reference(ax, curve: Mapping[str, Sequence[float]], top: float, colour, style: str = "--") -> None:
     """A reference curve, its points above `top` (the memorizer recovering its own training images,
     up to PSNR's cap) drawn on the top edge and marked ▲, so the models' curves keep their scale."""
     shown = [min(v, top) for v in curve["output_psnr"]]
-    ax.plot(curve["input_psnr"], shown, "--", lw=1, color=colour, clip_on=False)
+    ax.plot(curve["input_psnr"], shown, style, lw=1, color=colour, clip_on=False)
     above = [(x, top) for x, v in zip(curve["input_psnr"], curve["output_psnr"], strict=True) if v > top]
     if above:
         ax.plot(*zip(*above, strict=True), "^", ms=4, color=colour, clip_on=False)
@@ -168,4 +176,49 @@ def spectra(spectra: Mapping[str, Sequence[float]], path: Path, *, title: str = 
     ax.set_ylabel("eigenvalue λ_k")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def line_panels(x: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[float | None]]], path: Path, *,
+                xlabel: str, logx: bool = False,
+                references: Mapping[str, Mapping[str, Sequence[float | None]]] | None = None) -> Path:
+    """Side-by-side line plots sharing x, one per panel title (each with its own y unit in the title);
+    `references[title]` are drawn dashed in that panel. None values leave gaps."""
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.4 * max(1, len(panels)), 2.8), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels.items(), strict=False):
+        for label, values in series.items():
+            ax.plot(x, _gaps(values), "o-", ms=4, label=label)
+        for label, values in (references or {}).get(title, {}).items():
+            ax.plot(x, _gaps(values), "--", lw=1, label=label)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def realism(contrast: Mapping[str, Sequence[float]], spectra: Mapping[str, Sequence[float]],
+            pixel_density: Mapping[str, Sequence[float]], value_range: tuple[float, float], path: Path,
+            title: str = "") -> Path:
+    """Samples against held-out images: per-image contrast histograms, radially averaged power spectra
+    (log-log, ring r = 1 … side/2) and pixel-value densities over `value_range` (one curve per label)."""
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 2.9))
+    low, high = histogram_range([v for values in contrast.values() for v in values])
+    for label, values in contrast.items():
+        finite = _finite(values)
+        axes[0].hist(finite, bins=HISTOGRAM_BINS, range=(max(low, 0.0), high), alpha=0.5, label=label, density=bool(finite))
+    axes[0].set_xlabel("per-image std (contrast)")
+    for label, values in spectra.items():
+        axes[1].loglog(range(1, len(values) + 1), [v if v > 0 else math.nan for v in values], "o-", ms=3, label=label)
+    axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # few rings: minor labels would overlap
+    axes[1].set_xlabel("radial frequency (cycles / image)")
+    axes[1].set_ylabel("power")
+    for label, values in pixel_density.items():
+        width = (value_range[1] - value_range[0]) / max(len(values), 1)
+        axes[2].plot([value_range[0] + width * (i + 0.5) for i in range(len(values))], list(values), label=label)
+    axes[2].set_xlabel("pixel value")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     return save(fig, path)

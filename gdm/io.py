@@ -92,6 +92,14 @@ def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def stable_hash(payload: Any, length: int = 64) -> str:
+    """Hex sha256 of `payload` (text as is; anything else as canonical JSON: sorted keys, compact), cut to
+    `length` digits. The one hash of gdm's ids and checksums of records: independent of PYTHONHASHSEED,
+    dict order and the machine, so the same settings give the same id everywhere."""
+    text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)

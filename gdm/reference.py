@@ -1,6 +1,6 @@
 """The memorizing reference of a pair: the empirical optimal denoiser of each training set.
 
-A network that memorizes its n images converges to this denoiser (SCIENCE.md); one that generalizes
+A network that memorizes its n images converges to this denoiser (docs/SCIENCE.md); one that generalizes
 departs from it. Its PSNR curves share the blind model's noise draws (same seed, same images), so at
 every σ the two compare image for image: on the training images it is the best any denoiser can do
 for that empirical distribution, on test images it shows what pure memorization costs. Its Jacobian,

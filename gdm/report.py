@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from gdm import figures, lifecycle
-from gdm.cells import EvalPair, Files, data_dir, expand_pairs, report_dir, stable_hash
+from gdm.cells import EvalPair, Files, data_dir, expand_pairs, report_dir
 from gdm.config import ExperimentConfig
-from gdm.io import atomic_write_json, atomic_write_text, file_sha256, read_json
+from gdm.io import atomic_write_json, atomic_write_text, file_sha256, read_json, stable_hash
 
 SPLITS = ("A", "B")
 

@@ -1,11 +1,13 @@
-"""The Kadkhodaie–Simoncelli sampler: stochastic coarse-to-fine gradient ascent (SCIENCE.md, Algorithm 1).
+"""The Kadkhodaie–Simoncelli sampler: stochastic coarse-to-fine gradient ascent (docs/SCIENCE.md, Sampling).
 
 A blind denoiser f gives the residual d_t = f(y) − y, proportional to σ_t² ∇ log p_σ(y) (Miyasawa);
 the effective noise σ_t² = ‖d_t‖²/D is read off the residual itself, so the sampler needs no schedule:
 
     y_t = y_{t−1} + h_t d_t + γ_t z_t,   γ_t² = ((1 − β h_t)² − (1 − h_t)²) σ_t²,
 
-until σ_t ≤ σ_∞. The randomness of sample i (its start y_0 and every z_t) is a function of (seed_i, t)
+until σ_t ≤ σ_∞. With `authors_loop` (as in the authors' algorithm_inv_prob.py) h_t follows the
+increasing schedule and the update of the step whose σ_t fell below σ_∞ is still made before stopping
+(the y it gives is not measured again; only the final denoise checks it is finite). The randomness of sample i (its start y_0 and every z_t) is a function of (seed_i, t)
 only, so A and B models driven by the same seeds see the same noise whatever the batch, order or rank.
 """
 
@@ -41,8 +43,8 @@ def noise_batch(seeds: Sequence[int], step: int, shape: Sequence[int], device) -
 
 
 def step_size(cfg: SamplerConfig, t: int) -> float:
-    """h_t: constant h_0, or the increasing schedule h_t = h_0 t / (1 + h_0 (t − 1))."""
-    if cfg.schedule == "increasing":
+    """h_t: constant h_0, or the increasing schedule h_t = h_0 t / (1 + h_0 (t − 1)) (also under authors_loop)."""
+    if cfg.schedule == "increasing" or cfg.authors_loop:
         return cfg.h0 * t / (1 + cfg.h0 * (t - 1))
     return cfg.h0
 
@@ -88,16 +90,19 @@ def _sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device):
         sigma[active] = s
         bad = _diverging(y[active], s, cfg)
         diverged[active[bad]] = True
-        go = ~bad & (s > cfg.sigma_end)
+        above = s > cfg.sigma_end
+        go = ~bad & (above | cfg.authors_loop)  # samples updated at this step
         if t > cfg.max_steps or not go.any():
             break
-        idx, d, s = active[go], d[go.to(d.device)], s[go]
+        idx, d, s, above = active[go], d[go.to(d.device)], s[go], above[go]
         h = step_size(cfg, t)
         gamma = math.sqrt(max((1 - cfg.beta * h) ** 2 - (1 - h) ** 2, 0.0)) * s  # step 3: injected noise
         z = noise_batch([seeds[i] for i in idx.tolist()], t, shape, device)
         y[idx] = y[idx] + h * d + gamma.to(device).view(-1, 1, 1, 1) * z  # step 4
         steps[idx] = t
-        active = idx
+        active = idx[above]  # under authors_loop, a sample below σ_∞ has just made its last update
+        if not len(active):
+            break
     images = _finish(denoiser, y, cfg, diverged)
     diverged |= ~_finite(images)  # the final denoise may overflow too
     return images, steps, diverged, sigma

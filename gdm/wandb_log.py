@@ -14,8 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gdm.cells import Cell, EvalPair, Item, item_settings, stable_hash, wandb_dir
+from gdm.cells import Cell, EvalPair, Item, item_settings, wandb_dir
 from gdm.config import ExperimentConfig, to_dict
+from gdm.io import stable_hash
 
 JOB_TYPES = ("train", "eval", "report")
 

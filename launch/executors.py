@@ -130,7 +130,7 @@ def _slurm_parameters(resources: ResourcesConfig, max_parallel: int, name: str |
 
 def slurm_executor(folder: Path, resources: ResourcesConfig, max_parallel: int,
                    name: str | None = None) -> SubmititExecutor:
-    from launch.slurm_cli import max_array_size
+    from launch.slurm import max_array_size
 
     # A time limit counts against max_requeues; a preemption does not (submitit tells them apart by
     # the time the job has run).

@@ -29,10 +29,9 @@ from gdm import lifecycle
 from gdm.cells import Cell, EvalPair, Item, config_path, data_dir, expand_cells, expand_pairs, jobs_dir
 from gdm.config import ExperimentConfig, to_yaml
 from gdm.io import atomic_write_text
-from launch import slurm_cli
+from launch import slurm
 from launch.executors import JOB_KINDS, job_name, make_executor
-from launch.jobs import EvalJob, PrepareJob, ReportJob, TrainJob
-from launch.steps import GridSteps
+from launch.jobs import EvalJob, GridSteps, PrepareJob, ReportJob, TrainJob
 from launch.task import Outcome
 
 PREPARE_PATIENCE_S = 6 * 3600.0  # how long a driver waits for another one preparing the same dataset
@@ -146,7 +145,7 @@ class GridDriver:
         cells = [c for c in self.cells if not lifecycle.is_done(self.folder(c))]
         pairs = [p for p in self.pairs if not lifecycle.is_done(self.folder(p))]
         prepare = self.executor("prepare").submit(PrepareJob(self.cfg, self.steps))
-        queued = slurm_cli.live_job_ids() or set()
+        queued = slurm.live_job_ids() or set()
         jobs: dict[str, str] = {}
         fresh = [c for c in cells if not self._adopt(c, queued)]
         for cell in fresh:
@@ -254,7 +253,7 @@ class GridDriver:
 
     # --- adoption: live owners (any executor) and queued SLURM jobs of an earlier driver ---------
     def _adopt_owned(self) -> None:
-        queued = slurm_cli.live_job_ids() if self.on_slurm else None
+        queued = slurm.live_job_ids() if self.on_slurm else None
         for waiting in (self.waiting_cells, self.waiting_pairs):
             for item in list(waiting):
                 if self._adopt(item, queued or set()):
@@ -271,7 +270,7 @@ class GridDriver:
 
     # --- completion -----------------------------------------------------------------------------
     def _reap(self) -> bool:
-        queued = slurm_cli.live_job_ids() if self.on_slurm and self.live else None
+        queued = slurm.live_job_ids() if self.on_slurm and self.live else None
         if self.on_slurm and self.live and queued is None:
             return False  # squeue did not answer: judge nothing this round rather than guess
         over = [t for t in self.live.values() if self._over(t, queued)]
@@ -379,10 +378,10 @@ def cancel_experiment(cfg: ExperimentConfig) -> list[str]:
     SIGTERM the local jobs of its current cells and pairs by their own pids (the live owners, and the
     submitit processes the driver recorded). Returns what was cancelled."""
     if cfg.launch.executor == "slurm":
-        ids = slurm_cli.job_ids_named([job_name(cfg.name, kind) for kind in JOB_KINDS])
+        ids = slurm.job_ids_named([job_name(cfg.name, kind) for kind in JOB_KINDS])
         if ids is None:
             raise RuntimeError("squeue did not answer; nothing was cancelled")
-        slurm_cli.cancel(ids)
+        slurm.cancel(ids)
         return ids
     host = socket.gethostname()
     cancelled = []

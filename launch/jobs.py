@@ -1,21 +1,53 @@
-"""submitit job callables: picklable, and requeued on preemption or timeout.
+"""submitit job callables: picklable, and requeued on preemption or timeout; and `GridSteps`, the library
+functions they call, injectable so tests can swap in tiny stand-ins (`fit` and `evaluate` travel inside
+the jobs; None means "import the real one inside the job", which keeps torch out of the driver's pickles;
+stand-ins must be picklable for the local and slurm executors).
 
 On USR2 (preemption, or the time limit approaching) submitit calls `checkpoint`; the
 `submitit.helpers.Checkpointable` default hands back a fresh copy of the same call, which submitit
-requeues, and the new run resumes from the cell's last.ckpt. Nothing is saved inside the signal
+requeues (the same call: these jobs hold no state of their own), and the new run resumes from the
+cell's last.ckpt. Nothing is saved inside the signal
 handler: training writes last.ckpt periodically on its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import submitit
 
 from gdm.cells import Cell, EvalPair
 from gdm.config import ExperimentConfig
-from launch.steps import GridSteps
 from launch.task import EvalFn, FitFn, Outcome, run_eval_task, run_train_task
+
+
+def _prepare(data, data_dir: Path, *, progress: bool = False) -> dict:
+    from gdm.data.prepare import prepare_dataset
+
+    return prepare_dataset(data, data_dir, progress=progress)
+
+
+def _verify(data_dir: Path) -> dict:
+    from gdm.data.store import verify_data
+
+    return verify_data(data_dir)
+
+
+def _report(cfg) -> Path:
+    from gdm.report import make_report
+
+    return make_report(cfg)
+
+
+@dataclass(frozen=True)
+class GridSteps:
+    prepare: Callable[..., dict] = _prepare  # prepare_dataset(data, data_dir, progress=)
+    verify: Callable[..., dict] | None = _verify  # verify_data(data_dir): shards and caches, once, before fan-out
+    fit: Callable[..., Path] | None = None  # fit_cell(cfg, cell, progress=, plugins=)
+    evaluate: Callable[..., dict] | None = None  # eval_pair(cfg, pair, progress=)
+    report: Callable[..., Path] | None = _report  # make_report(cfg); None: no report
 
 
 def use_cpus(count: int) -> None:
@@ -32,7 +64,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     cfg: ExperimentConfig
     cell: Cell
-    fit: FitFn | None = None  # None: gdm.train.fit_cell, imported inside the job
+    fit: FitFn | None = None  # None: gdm.training.fit.fit_cell, imported inside the job
 
     def __call__(self) -> Outcome:
         use_cpus(self.cfg.launch.train.cpus_per_task)

@@ -18,7 +18,7 @@ from pathlib import Path
 from gdm import lifecycle
 from gdm.cells import Cell, EvalPair, Item, item_settings
 from gdm.config import ExperimentConfig
-from launch.slurm_env import SlurmEnv, job_record, read_slurm_env
+from launch.slurm import SlurmEnv, job_record, read_slurm_env
 
 FitFn = Callable[..., Path]
 EvalFn = Callable[..., dict]
@@ -33,7 +33,7 @@ class Outcome(str, Enum):
 
 
 def _default_fit() -> FitFn:
-    from gdm.train import fit_cell
+    from gdm.training.fit import fit_cell
 
     return fit_cell
 

@@ -29,23 +29,122 @@ def test_similarity_known_values():
     assert similarity.neg_rms_matrix(a, a + 2).item() == pytest.approx(-2.0)
 
 
+def _numpy_similarity(measure: str, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """[K, M] by the definitions, pair by pair in float64 numpy (no matrix identities)."""
+    a, b = a.flatten(1).double().numpy(), b.flatten(1).double().numpy()
+    out = np.empty((len(a), len(b)))
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            if measure == "correlation":
+                x, y = x - x.mean(), y - y.mean()
+            if measure == "l2":
+                out[i, j] = -np.sqrt(np.mean((x - y) ** 2))
+            else:
+                out[i, j] = x @ y / (np.linalg.norm(x) * np.linalg.norm(y))
+    return out
+
+
 @pytest.mark.parametrize("measure", ["cosine", "correlation", "l2"])
-def test_nearest_equals_brute_force(measure):
+def test_similarity_matrices_equal_their_definitions(measure):
+    a, b = _images(3, seed=7) - 0.3, 2 * _images(5, seed=8)  # signed, different scales
+    value = similarity.SIMILARITIES[measure](a, b)
+    assert value.dtype == torch.float64 and value.shape == (3, 5)
+    np.testing.assert_allclose(value.numpy(), _numpy_similarity(measure, a, b), rtol=1e-10, atol=1e-12)
+    paired = similarity.paired(measure, a, b[:3])
+    np.testing.assert_allclose(paired.numpy(), np.diag(_numpy_similarity(measure, a, b[:3])), rtol=1e-10, atol=1e-12)
+    assert similarity.paired(measure, a[:0], b[:0]).shape == (0,)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 1e3])
+def test_cosine_and_correlation_do_not_depend_on_the_images_scale(scale):
+    a, b = _images(3, seed=7).double() - 0.3, _images(5, seed=8).double()
+    for measure in ("cosine", "correlation"):
+        np.testing.assert_allclose(similarity.SIMILARITIES[measure](scale * a, b).numpy(),
+                                   _numpy_similarity(measure, a, b), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(similarity.neg_rms_matrix(scale * a, scale * b).numpy(),  # l2 scales with them
+                               scale * _numpy_similarity("l2", a, b), rtol=1e-9)
+
+
+def test_similarity_of_a_blank_image_is_zero_not_nan():
+    blank, image = torch.zeros(1, 1, 3, 3), _images(1, size=3)
+    assert similarity.cosine_matrix(blank, image).item() == 0.0
+    assert similarity.correlation_matrix(torch.full((1, 1, 3, 3), 0.7), image).item() == 0.0
+
+
+@pytest.mark.parametrize("measure", ["cosine", "correlation", "l2"])
+@pytest.mark.parametrize("chunk", [1, 8, 50, 1000])
+def test_nearest_equals_numpy_brute_force_in_every_chunk(measure, chunk):
     samples, train = _images(7, seed=1), _images(50, seed=2)
-    values, index = nearest(samples, train, measure, chunk=8)
-    brute = similarity.SIMILARITIES[measure](samples, train)
-    assert torch.equal(index, brute.argmax(1))
-    assert torch.allclose(values, brute.max(1).values)
+    train[41], train[49] = train[3], train[17]  # duplicates in later chunks: the first index must win
+    samples[:4] = train[[3, 17, 44, 49]]  # at chunk=8: exact matches in the first, middle and last (partial) chunks
+    values, index = nearest(samples, train, measure, chunk=chunk)
+    brute = _numpy_similarity(measure, samples, train)
+    np.testing.assert_array_equal(index.numpy(), brute.argmax(1))  # numpy's argmax takes the first maximum
+    np.testing.assert_allclose(values.numpy(), brute.max(1), rtol=1e-10, atol=1e-12)
+    assert index[:4].tolist() == [3, 17, 44, 17]
+    assert torch.equal(train[index[:4]], samples[:4])  # the index selects training images
 
 
 def test_psnr_known_pairs():
     clean = torch.full((2, 1, 4, 4), 0.5)
     assert psnr.image_psnr(clean + 0.1, clean).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
-    assert psnr.image_psnr(clean, clean).tolist() == [psnr.MAX_PSNR_DB] * 2  # exact: capped, never inf
+    assert psnr.image_psnr(clean, clean).tolist() == [100.0] * 2  # exact: capped at 100 dB, never inf
+    assert psnr.MAX_PSNR_DB == 100.0
     curve = psnr.psnr_curve(lambda y: y, clean, [0.1], seed=0)
     assert curve["output_psnr"] == curve["input_psnr"]
     assert curve["input_psnr"][0] == pytest.approx(20.0, abs=1.0)
+
+
+def _numpy_psnr(estimate: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    mse = ((estimate - clean) ** 2).reshape(len(clean), -1).mean(1)
+    return np.minimum(10 * np.log10(1 / mse), 100.0)
+
+
+def test_image_psnr_is_per_image_against_numpy():
+    clean = _images(4, size=5, seed=9)
+    noise = torch.randn(4, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+    estimate = clean + torch.linspace(0.01, 0.2, 4).view(4, 1, 1, 1) * noise  # a different MSE per image
+    np.testing.assert_allclose(psnr.image_psnr(estimate, clean).numpy(),
+                               _numpy_psnr(estimate.double().numpy(), clean.double().numpy()), atol=1e-3)
+
+
+def test_psnr_curve_equals_numpy_with_the_seeded_noise_and_a_ragged_batch():
+    """Noise: one randn(images.shape) per σ, in order, from a generator seeded once (default seed 0)."""
+    images, sigmas, scale = _images(5, size=4, seed=10), [0.05, 0.3, 1.0], 0.8
+    curve = psnr.psnr_curve(lambda y: scale * y, images, sigmas, batch_size=2)  # batches 2, 2, 1
+    generator = torch.Generator().manual_seed(0)
+    x = images.double().numpy()
+    assert curve["sigma"] == sigmas
+    for k, sigma in enumerate(sigmas):
+        noisy = x + sigma * torch.randn(images.shape, generator=generator).double().numpy()
+        assert curve["input_psnr"][k] == pytest.approx(_numpy_psnr(noisy, x).mean(), abs=1e-3)
+        assert curve["output_psnr"][k] == pytest.approx(_numpy_psnr(scale * noisy, x).mean(), abs=1e-3)
+
+
+def test_train_test_curves_use_the_first_images_of_each_set():
+    """denoiser_at(σ) is asked for each σ; both curves draw the same noise (default seed 0)."""
+    train, test = _images(6, size=4, seed=11), _images(4, size=4, seed=12)
+    asked = []
+
+    def denoiser_at(sigma):
+        asked.append(sigma)
+        return lambda y: y * 0 + sigma  # a constant image: its PSNR shows which σ's denoiser was used
+
+    curves = psnr.train_test_curves(denoiser_at, train, test, [0.1, 0.4], images=3)
+    assert asked == [0.1, 0.4, 0.1, 0.4]
+    for name, images in (("train", train[:3]), ("test", test[:3])):
+        x, generator = images.double().numpy(), torch.Generator().manual_seed(0)
+        for k, sigma in enumerate([0.1, 0.4]):
+            noisy = x + sigma * torch.randn(images.shape, generator=generator).double().numpy()
+            assert curves[name]["input_psnr"][k] == pytest.approx(_numpy_psnr(noisy, x).mean(), abs=1e-3)
+            assert curves[name]["output_psnr"][k] == pytest.approx(_numpy_psnr(np.full_like(x, sigma), x).mean(),
+                                                                   abs=1e-3)
+
+
+def test_generalization_gap_is_the_mean_difference():
     assert psnr.generalization_gap({"output_psnr": [30, 20]}, {"output_psnr": [25, 19]}) == pytest.approx(3.0)
+    assert psnr.generalization_gap({"output_psnr": [30]}, {"output_psnr": [24]}) == pytest.approx(6.0)
+    assert psnr.generalization_gap({"output_psnr": []}, {"output_psnr": []}) == 0.0
 
 
 class TinyBiasFree(nn.Module):
@@ -63,23 +162,39 @@ def test_vectorised_jacobian_equals_per_pixel_loop_at_16x16():
     model = TinyBiasFree().double()
     y = torch.rand((1, 16, 16), dtype=torch.float64)
     J = jacobian.jacobian(model, y, chunk=100)
-    loop = torch.stack([torch.autograd.grad(model(y[None]).reshape(-1)[i], y, retain_graph=False)[0].reshape(-1)
-                        for i in range(256) if y.requires_grad_(True) is not None])
-    assert torch.allclose(J, loop, atol=1e-10)
+    assert torch.allclose(J, _per_pixel_rows(model, y), atol=1e-10)
 
 
-def test_unet_jacobian_rows_in_partial_chunks_and_training_mode_refused():
+def _per_pixel_rows(model: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """J by one backward pass per output pixel: row i = ∂f_i/∂y."""
+    x = y[None].clone().requires_grad_(True)
+    out = model(x).reshape(-1)
+    return torch.stack([torch.autograd.grad(out[i], x, retain_graph=True)[0].reshape(-1) for i in range(out.numel())])
+
+
+def test_unet_jacobian_rows_in_every_chunk_equal_the_per_pixel_loop():
     from gdm.models import build_model
     from gdm.training.denoiser import BlindDenoiser
 
+    torch.manual_seed(0)
     model = BlindDenoiser(build_model(ModelConfig(name="bf_unet", channels=4, blocks=1), 8)).double().eval()
-    y = torch.rand((1, 8, 8), dtype=torch.float64)
-    J = jacobian.jacobian(model, y, chunk=7)  # 64 rows: the last chunk is partial
-    x = y[None].clone().requires_grad_(True)
-    column = torch.autograd.grad(model(x).reshape(-1), x, grad_outputs=torch.eye(64, dtype=torch.float64)[5])[0]
-    assert torch.allclose(J[5], column.reshape(-1), atol=1e-12)
+    y = torch.rand((1, 8, 8), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    loop = _per_pixel_rows(model, y)
+    assert loop.abs().sum(1).min() > 0  # every row carries signal: a zero row would hide a skipped chunk
+    for chunk in (1, 7, 64, 100):  # 64 rows: one per pass, nine full chunks and a partial one (row 63), one chunk
+        torch.testing.assert_close(jacobian.jacobian(model, y, chunk=chunk), loop, atol=1e-12, rtol=1e-10)
+
+
+def test_jacobian_refuses_training_mode_and_a_chunk_below_one():
+    model = TinyBiasFree().double()
+    y = torch.rand((1, 4, 4), dtype=torch.float64)
+    model.net[2].train()  # a single submodule in training mode is enough to refuse
     with pytest.raises(ValueError, match="eval mode"):
-        jacobian.jacobian(model.train(), y)
+        jacobian.jacobian(model, y)
+    model.eval()
+    with pytest.raises(ValueError, match="chunk is 0; it must be ≥ 1"):
+        jacobian.jacobian(model, y, chunk=0)
+    assert jacobian.jacobian(model, y, chunk=1).shape == (16, 16)
 
 
 def test_bias_free_model_is_its_jacobian_times_input():
@@ -121,6 +236,23 @@ def test_posterior_covariance_keeps_only_the_images_that_carry_weight():
     assert torch.allclose(posterior_covariance(den, y), full, atol=1e-12)
 
 
+def test_geometry_of_a_non_symmetric_matrix_against_numpy():
+    J = torch.randn(10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
+    g = jacobian.geometry(J)
+    values, vectors = np.linalg.eigh((J.numpy() + J.numpy().T) / 2)
+    np.testing.assert_allclose(g.eigenvalues.numpy(), values[::-1], atol=1e-12)  # descending
+    assert g.eigenvectors.shape == (10, 8)  # keep=8 by default
+    np.testing.assert_allclose(np.abs(np.sum(g.eigenvectors.numpy() * vectors[:, ::-1][:, :8], axis=0)), 1, atol=1e-9)
+    assert g.trace == pytest.approx(float(np.trace(J.numpy())))
+    assert g.asymmetry == pytest.approx(np.linalg.norm(J.numpy() - J.numpy().T) / np.linalg.norm(J.numpy()))
+    assert jacobian.geometry(1e-4 * J).asymmetry == pytest.approx(g.asymmetry)  # a ratio: scale-free
+    assert jacobian.geometry(torch.zeros(3, 3)).asymmetry == 0.0  # no 0/0
+    single = J.float()  # evaluation's Jacobians are float32: the eigenproblem is still solved in float64
+    exact = np.linalg.eigvalsh((single.double().numpy() + single.double().numpy().T) / 2)[::-1]
+    assert jacobian.geometry(single).eigenvalues.dtype == torch.float64
+    np.testing.assert_allclose(jacobian.geometry(single).eigenvalues.numpy(), exact, rtol=0, atol=1e-12)
+
+
 def test_geometry_of_a_projection():
     q, _ = torch.linalg.qr(torch.randn(10, 3, dtype=torch.float64))
     g = jacobian.geometry(q @ q.T, keep=3)
@@ -145,5 +277,8 @@ def test_calpha_slope_fit():
     x = [10.0, 20.0, 30.0, 40.0]
     assert calpha.small_noise_slope(x, [5 + 0.75 * v for v in x]) == pytest.approx(0.75)
     assert calpha.optimal_slope(3) == pytest.approx(0.75)
-    assert math.isfinite(calpha.small_noise_slope(x, [1, 2, 3, 4], points=2))
+    assert math.isfinite(calpha.small_noise_slope(x, [1, 2, 3, 4], window=(25.0, 45.0)))
     assert calpha.small_noise_slope([30.0], [20.0]) is None  # one noise level has no slope
+    # only the levels inside the window count: a saturated point at 50 dB input is left out
+    assert calpha.small_noise_slope([*x, 50.0], [5 + 0.75 * v for v in x] + [0.0]) == pytest.approx(0.75)
+    assert calpha.small_noise_slope([10.0, 45.0], [5.0, 30.0]) is None  # fewer than two levels in the window

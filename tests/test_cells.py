@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from gdm.cells import expand_cells, expand_pairs, pair_settings, settings_hash, stable_hash
+from gdm.cells import expand_cells, expand_pairs, pair_settings, settings_hash
 from gdm.config import load_config
+from gdm.io import stable_hash
 
 
 def test_grid_expansion(tiny_config):

@@ -6,23 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from gdm.config import ConfigError, load_config, to_yaml
+from gdm.config import ConfigError, to_yaml
+from gdm.experiment import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_loads_with_override():
-    cfg = load_config(REPO / "configs/quickstart.yaml", ["trainer.max_steps=50", "n_train=[1,10]"])
+    cfg = load_experiment(REPO / "configs/quickstart.yaml", ["trainer.max_steps=50", "n_train=[1,10]"])
     assert cfg.trainer.max_steps == 50
     assert cfg.n_train == [1, 10]
     assert cfg.datasets["disks"].image_size == 32
 
 
 def test_resolved_yaml_round_trips(tmp_path):
-    cfg = load_config(REPO / "configs/quickstart.yaml", ["sampler.h0=0.2"])
+    cfg = load_experiment(REPO / "configs/quickstart.yaml", ["sampler.h0=0.2"])
     path = tmp_path / "resolved.yaml"
     path.write_text(to_yaml(cfg))
-    assert load_config(path) == cfg
+    assert load_experiment(path) == cfg
 
 
 @pytest.mark.parametrize(
@@ -48,26 +49,26 @@ def test_resolved_yaml_round_trips(tmp_path):
 )
 def test_bad_values_name_their_key(overrides, fragments):
     with pytest.raises(ConfigError) as caught:
-        load_config(REPO / "configs/quickstart.yaml", overrides)
+        load_experiment(REPO / "configs/quickstart.yaml", overrides)
     for fragment in fragments:
         assert fragment in str(caught.value), str(caught.value)
 
 
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config(tmp_path / "nope.yaml")
+        load_experiment(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
-        load_config(bad)
+        load_experiment(bad)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("trainer:\n  warmup: 3\n")
     with pytest.raises(ConfigError, match="trainer.warmup"):
-        load_config(unknown)
+        load_experiment(unknown)
 
 
 def test_datasets_of_a_file_replace_the_default(tmp_path):
     path = tmp_path / "one.yaml"
     path.write_text("datasets:\n  waves:\n    family: sines\n    image_size: 16\n")
-    cfg = load_config(path)
+    cfg = load_experiment(path)
     assert list(cfg.datasets) == ["waves"]

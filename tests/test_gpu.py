@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_bf16_channels_last_compiled_training_on_cuda(tiny_overrides):
     from gdm.data.prepare import prepare_dataset
-    from gdm.train import fit_cell, load_denoiser
+    from gdm.training.fit import fit_cell
+    from gdm.training.model_file import load_denoiser
 
     cfg = load_config(None, [*tiny_overrides, "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
                              "trainer.channels_last=true", "trainer.compile=true", "trainer.max_steps=4"])

@@ -22,10 +22,9 @@ from gdm.cells import expand_cells, expand_pairs
 from gdm.config import ExperimentConfig
 from launch.executors import _slurm_parameters, make_executor
 from launch.grid import run_grid
-from launch.jobs import EvalJob, TrainJob
-from launch.slurm_env import SlurmEnv, read_slurm_env
+from launch.jobs import EvalJob, GridSteps, TrainJob
+from launch.slurm import SlurmEnv, read_slurm_env
 from launch.status import format_status, status_rows
-from launch.steps import GridSteps
 from launch.task import Outcome, check_layout, run_train_task
 
 # The local executor unpickles the stand-ins in fresh processes that cannot import this test module.
@@ -113,7 +112,7 @@ def test_local_executor_pool(tiny_overrides):
 def test_a_pair_is_evaluated_as_soon_as_its_own_cells_are_done(tiny_overrides):
     cfg = tiny_cfg(tiny_overrides, "launch.executor=local", "launch.max_parallel=4", "launch.poll_seconds=0.2")
     small, large = expand_pairs(cfg)  # n = 1 and n = 4; the n = 4 cells train ten times longer
-    summary = run_grid(cfg, progress=False, steps=fake_steps(delay=0.4, slow=tuple(c.cell_id for c in large.cells)))
+    summary = run_grid(cfg, progress=False, steps=fake_steps(delay=1.5, slow=tuple(c.cell_id for c in large.cells)))
     assert len(summary["evaluated"]) == 2, summary
     log = events(cfg)
     small_eval = next(e["t"] for e in log if e["kind"] == "eval" and e["id"] == small.pair_id)

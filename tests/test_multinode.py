@@ -2,7 +2,7 @@
 
 Each host is a network namespace with its own address, hostname and slurmd; the tests select that
 cluster with SLURM_CONF and go through the project's real path: submitit → TrainJob →
-launch.task.run_train_task → gdm.train.fit_cell, with a Lightning callback that records, on every
+launch.task.run_train_task → gdm.training.fit.fit_cell, with a Lightning callback that records, on every
 rank, where it runs and the weights it ends with. Skipped unless both hosts are up.
 """
 
@@ -93,12 +93,12 @@ class RankProbe(L.Callback):
 
 @dataclass
 class ProbedFit:
-    """gdm.train.fit_cell, with a RankProbe writing under `out`."""
+    """gdm.training.fit.fit_cell, with a RankProbe writing under `out`."""
 
     out: Path
 
     def __call__(self, cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugins=None) -> Path:
-        from gdm.train import fit_cell
+        from gdm.training.fit import fit_cell
 
         return fit_cell(cfg, cell, progress=progress, plugins=plugins, callbacks=[RankProbe(self.out)])
 

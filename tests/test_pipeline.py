@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from gdm import lifecycle, wandb_log
-from gdm.cells import expand_cells, expand_pairs, stable_hash
+from gdm.cells import expand_cells, expand_pairs
 from gdm.config import load_config
+from gdm.io import stable_hash
 from gdm.wandb_log import offline_run_dirs
 
 

@@ -18,7 +18,8 @@ import torch
 
 from gdm.cells import expand_cells
 from gdm.config import load_config
-from gdm.train import fit_cell, load_denoiser
+from gdm.training.fit import fit_cell
+from gdm.training.model_file import load_denoiser
 
 prepare = pytest.importorskip("gdm.data.prepare", reason="gdm.data.prepare (data layer) is not available yet")
 STOP_AT, MAX_STEPS = 3, 6

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -30,7 +34,8 @@ class Scale(nn.Module):
 
 
 class PoisonCall(nn.Module):
-    """`inner`, except that its call number `call` (1-based) returns NaN in batch row `row`; counts its calls."""
+    """`inner`, except that its call number `call` (1-based) returns NaN in one pixel of batch row `row`
+    (one value is enough to make a sample non-finite); counts its calls."""
 
     def __init__(self, inner: nn.Module, call: int | None = None, row: int = 0):
         super().__init__()
@@ -41,8 +46,37 @@ class PoisonCall(nn.Module):
         out = self.inner(y)
         if self.calls == self.call:
             out = out.clone()
-            out[self.row] = float("nan")
+            out[self.row, 0, 0, 0] = float("nan")
         return out
+
+
+class CountRows(nn.Module):
+    """`inner`, counting the images it is asked to denoise."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.rows = inner, 0
+
+    def forward(self, y):
+        self.rows += len(y)
+        return self.inner(y)
+
+
+class AddConstant(nn.Module):
+    """f(y) = y + c: the residual is c everywhere, so σ_t = |c| exactly (for dyadic c and y)."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = c
+
+    def forward(self, y):
+        return y + self.c
+
+
+def _z(seed: int, step: int, shape) -> torch.Tensor:
+    """The documented noise of (seed, step): N(0, I) from a torch generator keyed by SeedSequence([seed, step])."""
+    key = int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0]) // 2
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(key))
 
 
 def _target(seed=0, size=8):
@@ -53,6 +87,15 @@ def test_noise_depends_on_seed_and_step_only():
     assert torch.equal(noise(3, 7, (1, 4, 4)), noise(3, 7, (1, 4, 4)))
     assert not torch.equal(noise(3, 7, (1, 4, 4)), noise(3, 8, (1, 4, 4)))
     assert not torch.equal(noise(3, 7, (1, 4, 4)), noise(4, 7, (1, 4, 4)))
+    for seed, step in [(0, 0), (3, 7), (2**40, 1999)]:
+        assert torch.equal(noise(seed, step, (2, 5, 5)), _z(seed, step, (2, 5, 5)))
+
+
+def test_noise_is_standard_normal_and_independent_across_steps():
+    z = torch.stack([noise(9, t, (64, 64)).flatten() for t in range(4)]).double()
+    assert z.mean().abs() < 0.02 and (z.std() - 1).abs() < 0.02
+    correlation = torch.corrcoef(z)
+    assert (correlation - torch.eye(4, dtype=torch.float64)).abs().max() < 0.05
 
 
 def test_samples_identical_across_batch_sizes_and_orders():
@@ -66,10 +109,62 @@ def test_samples_identical_across_batch_sizes_and_orders():
     assert torch.equal(reversed_run.images.flip(0), whole.images)
 
 
-def test_different_seeds_give_different_samples():
-    cfg = SamplerConfig(h0=0.2, beta=0.5, max_steps=5, final_denoise=False)
-    out = sample(ShrinkToward(_target(), 0.9), [0, 1], (1, 8, 8), cfg)
-    assert not torch.allclose(out.images[0], out.images[1])
+@pytest.mark.parametrize("schedule", ["constant", "increasing"])
+@pytest.mark.parametrize("final_denoise", [False, True])
+def test_every_step_equals_the_update_by_hand(schedule, final_denoise):
+    """y_0 = mean + σ_0 z_0; y_t = y_{t−1} + h_t d_t + γ_t z_t with d_t = f(y_{t−1}) − y_{t−1},
+    σ_t = ‖d_t‖/√D, γ_t = √((1 − βh_t)² − (1 − h_t)²) σ_t and z_t the noise of (seed, t); then f(y_T)."""
+    x, c, shape, steps = _target(2), 0.6, (1, 8, 8), 6
+    cfg = SamplerConfig(h0=0.2, beta=0.3, sigma_0=0.8, mean=0.4, sigma_end=1e-6, max_steps=steps,
+                        schedule=schedule, final_denoise=final_denoise)
+    seeds = [3, 8, 21]
+    out = sample(ShrinkToward(x, c), seeds, shape, cfg)
+    x = x.double()
+    for k, seed in enumerate(seeds):
+        y = 0.4 + 0.8 * _z(seed, 0, shape).double()
+        for t in range(1, steps + 1):
+            h = 0.2 if schedule == "constant" else 0.2 * t / (1 + 0.2 * (t - 1))
+            d = (x + c * (y - x)) - y
+            gamma = math.sqrt((1 - 0.3 * h) ** 2 - (1 - h) ** 2) * d.pow(2).mean().sqrt()
+            y = y + h * d + gamma * _z(seed, t, shape).double()
+        sigma = ((x + c * (y - x)) - y).pow(2).mean().sqrt()  # measured on the final y_T
+        expected = x + c * (y - x) if final_denoise else y
+        torch.testing.assert_close(out.images[k].double(), expected, atol=2e-6, rtol=1e-5)
+        assert out.final_sigma[k].item() == pytest.approx(sigma.item(), rel=1e-5)
+    assert out.steps.tolist() == [steps] * 3 and not out.diverged.any()
+    assert out.steps.dtype == torch.long and out.diverged.dtype == torch.bool
+    assert not torch.allclose(out.images[0], out.images[1])  # different seeds, different samples
+
+
+def test_stopping_and_divergence_bounds_are_inclusive_of_sigma():
+    """Stop once σ_t ≤ σ_∞; diverged only if σ_t > the bound. f(y) = y + ½ from y_0 = 0: σ_t = ½ exactly."""
+    base = {"h0": 0.5, "beta": 1.0, "sigma_0": 0.0, "mean": 0.0, "final_denoise": False}
+    at_end = sample(AddConstant(0.5), [0, 1], (1, 4, 4), SamplerConfig(**base, sigma_end=0.5, max_steps=5))
+    assert at_end.steps.tolist() == [0, 0] and at_end.final_sigma.tolist() == [0.5, 0.5]
+    assert (at_end.images == 0).all() and not at_end.diverged.any()
+    at_bound = sample(AddConstant(0.5), [0], (1, 4, 4),
+                      SamplerConfig(**base, sigma_end=0.25, diverge_sigma=0.5, max_steps=3))
+    assert at_bound.steps.tolist() == [3] and not at_bound.diverged.any()
+    assert (at_bound.images == 3 * 0.5 * 0.5).all() and at_bound.final_sigma.tolist() == [0.5]
+
+
+def test_finished_samples_are_not_denoised_again():
+    """Rows evaluated: each sample at t = 1 … steps + 1 (the last one measures), then one final denoise."""
+    cfg = SamplerConfig(h0=0.1, beta=0.5, sigma_end=0.01, max_steps=500)
+    counter = CountRows(ShrinkToward(_target(1)))
+    out = sample(counter, range(6), (1, 8, 8), cfg)
+    assert len(set(out.steps.tolist())) > 1  # the samples stop at different steps
+    assert counter.rows == int((out.steps + 1).sum()) + 6
+
+
+def test_progress_bar_only_when_asked(capsys):
+    cfg = SamplerConfig(h0=0.5, beta=1.0, max_steps=2)
+    quiet = sample(ShrinkToward(_target(size=4)), [0, 1], (1, 4, 4), cfg)
+    assert capsys.readouterr().err == ""
+    shown = sample(ShrinkToward(_target(size=4)), [0, 1], (1, 4, 4), cfg, progress=True)
+    bar = capsys.readouterr().err
+    assert "sampling" in bar and "batch/s" in bar  # counted in batches
+    assert torch.equal(quiet.images, shown.images)
 
 
 def test_optimal_denoiser_of_one_image_returns_that_image():
@@ -120,10 +215,25 @@ def test_non_finite_final_denoise_is_flagged_diverged():
     assert torch.equal(out.images[keep], clean.images[keep]) and torch.equal(out.steps, clean.steps)
 
 
-def test_increasing_schedule():
+def test_a_sample_diverging_midway_leaves_the_others_untouched():
+    cfg = SamplerConfig(h0=0.2, beta=0.5, max_steps=60)
+    inner, seeds, shape = ShrinkToward(_target(), c=0.7), range(3), (1, 8, 8)
+    clean = sample(inner, seeds, shape, cfg)
+    out = sample(PoisonCall(inner, call=3, row=1), seeds, shape, cfg)  # sample 1's residual is NaN at t = 3
+    assert out.diverged.tolist() == [False, True, False]
+    assert torch.equal(out.images[[0, 2]], clean.images[[0, 2]])  # the others still get their final denoise
+    assert out.steps[1] == 2 and torch.isnan(out.final_sigma[1])
+    two_steps = SamplerConfig(h0=0.2, beta=0.5, max_steps=2, final_denoise=False)
+    assert torch.equal(out.images[1], sample(inner, [1], shape, two_steps).images[0])  # y_2, left as it was
+
+
+def test_step_size_schedules():
     cfg = SamplerConfig(h0=0.1, schedule="increasing")
     assert step_size(cfg, 1) == 0.1
+    assert step_size(cfg, 10) == pytest.approx(1 / 1.9)  # h_0 t / (1 + h_0 (t − 1)) = 1 / 1.9
+    assert step_size(cfg, 100) == pytest.approx(10 / 10.9)
     assert 0.1 < step_size(cfg, 10) < step_size(cfg, 100) < 1.0
+    assert [step_size(SamplerConfig(h0=0.1), t) for t in (1, 10, 100)] == [0.1, 0.1, 0.1]
 
 
 def test_bias_free_unet_samples_do_not_depend_on_the_batch():
@@ -142,3 +252,19 @@ def test_bias_free_unet_samples_do_not_depend_on_the_batch():
     pieces = sample(Denoiser(), range(6), (1, 8, 8), cfg, batch_size=1)
     assert torch.allclose(whole.images, pieces.images, atol=1e-5)
     assert torch.equal(whole.steps, pieces.steps)
+
+
+def test_authors_loop_makes_one_more_update_after_the_stop_with_the_increasing_schedule():
+    x = _target(3)
+    den = ShrinkToward(x, c=0.5)  # residual f(y) − y = −(y − x)/2: σ_t halves with y − x
+    plain = SamplerConfig(h0=0.3, beta=1.0, sigma_end=0.05, schedule="increasing", final_denoise=False, max_steps=200)
+    authors = SamplerConfig(**{**plain.__dict__, "schedule": "constant", "authors_loop": True})  # implies increasing h_t
+    first, last = sample(den, [0, 1], (1, 8, 8), plain), sample(den, [0, 1], (1, 8, 8), authors)
+    assert torch.equal(last.steps, first.steps + 1)
+    # β = 1 injects no noise, so the extra step is y + h_t (f(y) − y) with t = steps + 1, from the stopped y
+    t = int(first.steps[0]) + 1
+    expected = first.images[0] + step_size(authors, t) * (den(first.images[:1])[0] - first.images[0])
+    torch.testing.assert_close(last.images[0], expected)
+    after = float((den(last.images[:1]) - last.images[:1]).pow(2).mean().sqrt())
+    assert after < float(last.final_sigma[0]) <= authors.sigma_end  # the extra update went on below σ_∞
+    assert step_size(authors, 5) == step_size(plain, 5) != SamplerConfig(h0=0.3).h0

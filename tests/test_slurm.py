@@ -24,7 +24,7 @@ from test_launch import FakeEval, _event, assert_evals_after_cells, events, fake
 from gdm import lifecycle
 from gdm.cells import expand_cells, expand_pairs
 from launch.grid import run_grid
-from launch.steps import GridSteps
+from launch.jobs import GridSteps
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # stand-ins travel by value
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def cluster():
 
 @pytest.fixture
 def real_steps():
-    for module in ("gdm.train", "gdm.evaluate", "gdm.data.prepare", "gdm.report"):
+    for module in ("gdm.training.fit", "gdm.evaluate", "gdm.data.prepare", "gdm.report"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not written yet")
     return GridSteps()

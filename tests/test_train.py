@@ -18,7 +18,9 @@ import torch
 from gdm import lifecycle
 from gdm.cells import expand_cells
 from gdm.config import load_config
-from gdm.train import NonFiniteLossError, fit_cell, load_denoiser
+from gdm.training.fit import fit_cell
+from gdm.training.loss import NonFiniteLossError
+from gdm.training.model_file import load_denoiser
 
 REPO = Path(__file__).resolve().parents[1]
 prepare = pytest.importorskip("gdm.data.prepare", reason="gdm.data.prepare (data layer) is not available yet")
@@ -112,7 +114,7 @@ def test_training_changes_weights_and_writes_outputs(tmp_path):
     directory = fit_cell(cfg, cell)
     model = torch.load(directory / "model.pt", weights_only=True)
     assert model["model"] == "bf_unet" and model["image_size"] == 16 and model["model_cfg"]["channels"] == 8
-    from gdm.train import build_cell_module
+    from gdm.training.fit import build_cell_module
 
     initial = build_cell_module(cfg, cell)[0].net.state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in model["state_dict"].items())
@@ -233,7 +235,7 @@ from conftest import TINY_OVERRIDES
 from gdm.cells import expand_cells
 from gdm.config import load_config
 from gdm.data.prepare import prepare_dataset
-from gdm.train import fit_cell
+from gdm.training.fit import fit_cell
 
 class DumpWeights(L.Callback):
     def on_fit_end(self, trainer, module):

@@ -183,7 +183,7 @@ def test_killed_driver_is_adopted_and_a_killed_group_resumes_bit_identically(tin
 
 def test_diverging_training_fails_clearly_and_keeps_a_finite_resumable_checkpoint(tiny_overrides, capsys, caplog):
     from gdm.data.prepare import prepare_dataset
-    from gdm.train import fit_cell
+    from gdm.training.fit import fit_cell
 
     bad = tiny(tiny_overrides, *SMALL, "trainer.lr=1e6", "trainer.checkpoint_every=1", "trainer.max_steps=8")
     prepare_dataset(bad.datasets["disks"], bad.run_dir / "data" / "disks")
@@ -204,7 +204,7 @@ def test_diverging_training_fails_clearly_and_keeps_a_finite_resumable_checkpoin
     target = expand_cells(sane)[0].directory(sane)
     target.mkdir(parents=True)
     (target / Files.LAST_CKPT).write_bytes((cell.directory(bad) / Files.LAST_CKPT).read_bytes())
-    with caplog.at_level("WARNING", logger="gdm.train"):
+    with caplog.at_level("WARNING", logger="gdm.training.fit"):
         try:
             fit_cell(sane, expand_cells(sane)[0])
             resumed_to = 8
@@ -226,7 +226,7 @@ def test_diverging_training_fails_clearly_and_keeps_a_finite_resumable_checkpoin
 
 def test_a_resumed_checkpoint_takes_the_configs_lr(tiny_overrides):
     from gdm.data.prepare import prepare_dataset
-    from gdm.train import fit_cell
+    from gdm.training.fit import fit_cell
 
     first = tiny(tiny_overrides, *SMALL, "trainer.lr=1e-3", "trainer.max_steps=3", "trainer.checkpoint_every=3")
     prepare_dataset(first.datasets["disks"], first.run_dir / "data" / "disks")
@@ -244,7 +244,7 @@ def test_a_resumed_checkpoint_takes_the_configs_lr(tiny_overrides):
 
 def test_a_model_that_does_not_denoise_is_flagged(tiny_overrides):
     from gdm.data.prepare import prepare_dataset
-    from gdm.train import fit_cell
+    from gdm.training.fit import fit_cell
 
     # lr 0 keeps the random initial weights: a network that does not denoise, with finite values
     cfg = tiny(tiny_overrides, *SMALL, "trainer.lr=1e-12", "trainer.max_steps=2", "eval.psnr_sigmas=[0.02,0.05]")
@@ -280,7 +280,7 @@ def test_flipped_model_bytes_are_named_and_the_cell_is_retrained(tiny_overrides,
 
 def test_truncated_checkpoint_is_set_aside_and_training_recovers(tiny_overrides, caplog):
     from gdm.data.prepare import prepare_dataset
-    from gdm.train import fit_cell
+    from gdm.training.fit import fit_cell
 
     cfg = tiny(tiny_overrides, *SMALL)
     prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
@@ -291,7 +291,7 @@ def test_truncated_checkpoint_is_set_aside_and_training_recovers(tiny_overrides,
         (directory / name).unlink()  # as if it never finished
     ckpt = directory / Files.LAST_CKPT
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    with caplog.at_level("WARNING", logger="gdm.train"):
+    with caplog.at_level("WARNING", logger="gdm.training.fit"):
         fit_cell(cfg, cell)
     assert f"{ckpt} cannot be resumed from" in caplog.text
     assert len(list(directory.glob("last.ckpt.bad-*"))) == 1

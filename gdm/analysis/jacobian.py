@@ -2,7 +2,7 @@
 
 Row i of J is e_iᵀ J, one vector–Jacobian product; `torch.func.vmap` over a chunk of basis vectors
 computes `chunk` rows in one batched backward pass, so memory is bounded by the chunk (never a
-per-pixel Python loop). For a bias-free denoiser f(y) = J(y) y exactly (SCIENCE.md), and
+per-pixel Python loop). For a bias-free denoiser f(y) = J(y) y exactly (docs/SCIENCE.md), and
 f(y) = Σ_k λ_k ⟨y, e_k⟩ e_k in the eigenbasis of J's (near-)symmetric part.
 
 The weights enter as constants (detached, through `torch.func.functional_call`): parameters that

@@ -1,7 +1,7 @@
 """The empirical optimal (memorizing) denoiser of a training set, and its posterior covariance.
 
 For the empirical distribution of x_1 … x_n and y = x + σz, the MMSE denoiser is the posterior mean
-f*(y) = Σ_i w_i(y) x_i with w = softmax(−‖y − x_i‖² / 2σ²) (SCIENCE.md); its Jacobian is the
+f*(y) = Σ_i w_i(y) x_i with w = softmax(−‖y − x_i‖² / 2σ²) (docs/SCIENCE.md); its Jacobian is the
 posterior covariance over σ²: J = (Σ_i w_i x_i x_iᵀ − f* f*ᵀ) / σ².
 
 Training sets reach 10⁵ images, so every sum over i runs in chunks of images (memory O(chunk·D)),

@@ -1,4 +1,4 @@
-"""Denoising PSNR per noise level (SCIENCE.md: PSNR = 10 log10(1/MSE) per image, then averaged)."""
+"""Denoising PSNR per noise level (docs/SCIENCE.md: PSNR = 10 log10(1/MSE) per image, then averaged)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Similarity between images, by name: cosine (the paper's), mean-removed correlation, negative RMS distance.
 
 For non-negative images the plain cosine is close to 1 for nearly any pair (their means dominate), so it
-cannot tell memorization from agreement; the correlation removes each image's mean first (SCIENCE.md).
+cannot tell memorization from agreement; the correlation removes each image's mean first (docs/SCIENCE.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Disks: the tangent space of the 5-D image manifold at a disk, from its generating parameters.
 
-At small σ the optimal denoiser projects y − x onto the tangent space T_x (SCIENCE.md: MSE ≈ 5σ²),
+At small σ the optimal denoiser projects y − x onto the tangent space T_x (docs/SCIENCE.md: MSE ≈ 5σ²),
 so a well-trained denoiser's top eigenvectors should span T_x. T_x is built by central finite
 differences of the renderer with respect to (cx, cy, radius, foreground, background).
 """

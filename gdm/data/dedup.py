@@ -1,4 +1,4 @@
-"""Near-duplicate removal (SCIENCE.md, Data): average-pool each image to 20x20, subtract its mean,
+"""Near-duplicate removal (docs/SCIENCE.md, Data): average-pool each image to 20x20, subtract its mean,
 normalise to unit norm; the |normalised correlation| of two images is then |<f_i, f_j>|. For every pair
 with |corr| > threshold the LATER image (larger index) is dropped, whether or not the earlier one is
 itself dropped: the rule is per pair, so the result does not depend on a processing order.

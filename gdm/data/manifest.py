@@ -1,6 +1,6 @@
 """manifest.json: the record of a prepared dataset, written last, with a checksum of its own content.
 
-`manifest_sha256` is the sha256 of the canonical JSON (sorted keys, compact) of every other field, so an
+`manifest_sha256` is `gdm.io.stable_hash` (sha256 of the canonical JSON) of every other field, so an
 edited manifest is refused; the shard checksums inside it then protect the shards.
 """
 
@@ -13,15 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from gdm.data.errors import DataError
-from gdm.io import atomic_write_json, read_json
+from gdm.io import atomic_write_json, read_json, stable_hash
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # bump when the layout of shards or manifest changes
-
-
-def canonical_sha256(obj) -> str:
-    """sha256 of the canonical JSON encoding of a JSON-able object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -32,7 +27,7 @@ def array_sha256(array: np.ndarray) -> str:
 def write_manifest(data_dir: Path, body: dict) -> dict:
     """Add the self-checksum and write manifest.json atomically; returns the manifest."""
     body = json.loads(json.dumps(body))  # normalise to plain JSON types (tuples -> lists)
-    manifest = {**body, "manifest_sha256": canonical_sha256(body)}
+    manifest = {**body, "manifest_sha256": stable_hash(body)}
     atomic_write_json(Path(data_dir) / MANIFEST, manifest)
     return manifest
 
@@ -47,7 +42,7 @@ def load_manifest(data_dir: Path) -> dict:
     except (OSError, ValueError) as err:
         raise DataError(f"{path} is unreadable ({err}); delete {data_dir} and prepare again") from err
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"} if isinstance(manifest, dict) else None
-    if body is None or manifest.get("manifest_sha256") != canonical_sha256(body):
+    if body is None or manifest.get("manifest_sha256") != stable_hash(body):
         raise DataError(
             f"{path} was modified after it was written (checksum mismatch); delete {data_dir} and prepare again"
         )

@@ -1,7 +1,7 @@
 """The data of one training cell for Lightning: resident images (default) or a shard stream.
 
 In-memory (trainer.in_memory): the cell's n training images are loaded once and kept on the device;
-the training dataloader yields only step ticks and `gdm.train.DenoiserModule` draws each batch from
+the training dataloader yields only step ticks and `gdm.training.lit_module.DenoiserModule` draws each batch from
 the resident tensor with a generator seeded by (cell, step, rank) — no worker processes, no host→
 device copies, and a resumed run sees exactly the batches of an uninterrupted one.
 Streaming (in_memory=False): batches of the split come from `gdm.data.streaming.make_stream`

@@ -1,4 +1,4 @@
-"""Import photographs (CelebA, LSUN bedrooms, any folder) as grayscale uint8 arrays (SCIENCE.md, Data).
+"""Import photographs (CelebA, LSUN bedrooms, any folder) as grayscale uint8 arrays (docs/SCIENCE.md, Data).
 
 A source is a folder of images (searched recursively) or a .zip of them; files are taken in sorted
 order of their relative names, so the import is deterministic. Each image is cropped, resized with
@@ -73,7 +73,7 @@ def read_encoded(source: Path, names: list[str]) -> Iterator[tuple[str, bytes]]:
 
 
 def crop_celeba(image: Image.Image, name: str) -> Image.Image:
-    """Rows 29:-29 and columns 9:-9 of the 178x218 aligned face: a 160x160 square (SCIENCE.md)."""
+    """Rows 29:-29 and columns 9:-9 of the 178x218 aligned face: a 160x160 square (docs/SCIENCE.md)."""
     if image.size != CELEBA_SIZE:
         raise DataError(f"{name}: size {image.size}, expected {CELEBA_SIZE} (img_align_celeba); use family 'folder'")
     width, height = image.size

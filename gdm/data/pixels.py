@@ -1,4 +1,5 @@
-"""Pixel storage convention: images live in [0, 1] as floats and are stored as uint8 = round(255 x)."""
+"""Pixel storage convention: images live in [0, 1]. Synthetic images and photo patches are stored as
+float32 (`to_stored`), imported photos as uint8 = round(255 x) (`to_uint8`); `to_unit` reads either."""
 
 from __future__ import annotations
 
@@ -13,3 +14,15 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 def to_float(images: np.ndarray) -> np.ndarray:
     """Inverse of `to_uint8` up to quantisation: uint8 -> float32 in [0, 1]."""
     return images.astype(np.float32) / 255.0
+
+
+def to_stored(images: np.ndarray) -> np.ndarray:
+    """Float images clipped to [0, 1] as float32: stored without quantisation (no 58.9 dB PSNR ceiling)."""
+    return np.clip(images, 0.0, 1.0).astype(np.float32)
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """Stored pixels as float32 in [0, 1]: uint8 are divided by 255, floats are taken as they are."""
+    if images.dtype == np.uint8:
+        return to_float(images)
+    return np.asarray(images, dtype=np.float32)

@@ -43,6 +43,10 @@ def family_of(data: DataConfig) -> Family:
 
 def source_sha256(data: DataConfig, family: Family) -> str | None:
     """Checksum of the source listing for photo-based families, None for synthetic ones."""
+    params = family.resolve_params(data)
+    reader = base_family(params["base"]) if family.wraps_base else family
+    if reader.source_listing is not None:  # a family with its own default source (photo patches)
+        return reader.source_listing(data, {**reader.defaults, **{k: v for k, v in params.items() if k in reader.defaults}})
     if not family.uses_source(data):
         return None
     if not data.source:
@@ -121,6 +125,8 @@ def prepare_dataset(data: DataConfig, data_dir: Path, *, progress: bool = False,
         "deduplicated": made.info.get("deduplicated", 0),
         "source_images": made.info.get("source_images"),
         "source_listing_sha256": made.info.get("source_listing_sha256"),
+        "source_files": made.info.get("source_files"),  # per file read: name, sha256 (photo patches)
+        "pixel_dtype": str(made.images.dtype),  # float32 (synthetic, patches) or uint8 (imported photos)
         "index_sha256": {
             s: save_indices(data_dir / f"{s}_indices.npy", i) for s, i in (("test", test), ("pool", pool))
         },

@@ -1,11 +1,10 @@
 """WebDataset tar shards (plain POSIX tars, written with tarfile) of one split: each sample is key "%08d" (its position in the split, no dots),
-`img.npy` (uint8 [H, W]), `index.txt` (the same position, a self-check), `params.npy` when the family has
+`img.npy` (float32 or uint8 [H, W], as the family made it: gdm.data.pixels), `index.txt` (the same position, a self-check), `params.npy` when the family has
 generating parameters. Each shard is written atomically and its sha256 recorded by the caller.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gdm.data.errors import DataError
-from gdm.io import atomic_write
+from gdm.io import atomic_write, file_sha256
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -69,15 +68,6 @@ def write_split(
     return records
 
 
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    """sha256 of a file's bytes, read in 4 MB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_shard(path: Path) -> Iterator[dict]:
     """Yield {key, image, params, index} per sample of one shard; DataError naming the file if malformed."""
     try:
@@ -107,7 +97,7 @@ def _finish(sample: dict, path: Path) -> dict:
 
 
 def read_split(directory: Path, records: list[dict], size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode all shards of a split into (uint8 [N, size, size], params [N, P] or None); checks the order."""
+    """Decode all shards of a split into (images [N, size, size] as stored, params [N, P] or None); checks the order."""
     samples = [s for record in records for s in read_shard(Path(directory) / record["name"])]
     if [s["index"] for s in samples] != list(range(len(samples))):
         raise DataError(f"shards in {directory} do not hold positions 0..{len(samples) - 1} in order; prepare again")

@@ -1,4 +1,4 @@
-"""Held-out test set and the nested, disjoint training halves (SCIENCE.md, Data: Splits).
+"""Held-out test set and the nested, disjoint training halves (docs/SCIENCE.md, Data: Splits).
 
 A seeded permutation of all available images: its first test_size entries are the test set, the next
 pool_size the pool. A_n = pool[0:n] and B_n = pool[-n:] with n <= pool_size // 2, so A_n and B_n never

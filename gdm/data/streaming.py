@@ -23,6 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from gdm.data.errors import DataError
 from gdm.data.manifest import load_manifest
+from gdm.data.pixels import to_unit
 from gdm.data.splits import split_slice
 from gdm.data.store import group_of, verify_shards
 
@@ -89,7 +90,7 @@ def decode(sample: dict) -> tuple[np.ndarray, int]:
 
 def collate(samples: list[tuple[np.ndarray, int]], with_index: bool):
     """Stack to float32 [B, 1, H, W] in [0, 1] (and int64 positions if with_index)."""
-    images = torch.from_numpy(np.stack([s[0] for s in samples])).unsqueeze(1).float().div_(255.0)
+    images = torch.from_numpy(to_unit(np.stack([s[0] for s in samples]))).unsqueeze(1)
     return (images, torch.tensor([s[1] for s in samples])) if with_index else images
 
 

@@ -1,4 +1,4 @@
-"""Denoiser backbones by registry name; each predicts the noise, net(y) ≈ y - x (SCIENCE.md, Model).
+"""Denoiser backbones by registry name; each predicts the noise, net(y) ≈ y - x (docs/SCIENCE.md, Model).
 
 `bf_unet` (the paper's bias-free UNet), `unet_bias` (the same UNet with conv biases and ordinary
 BatchNorm — the control that is not homogeneous), `bf_cnn` (BF-CNN for small images).

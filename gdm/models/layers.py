@@ -11,7 +11,7 @@ rescaling of the batch (degree 0); still no additive constant is introduced.
 Distributed training: the statistics are per rank (each process normalises with its own batch, as
 the authors' DataParallel replicas did). The class is deliberately *not* a `_BatchNorm`, so
 Lightning's `sync_batchnorm` / `convert_sync_batchnorm` never replaces it; DDP broadcasts rank 0's
-running estimate before every forward and `gdm.train` broadcasts it once more at the end of fitting,
+running estimate before every forward and `gdm.training.lit_module` broadcasts it once more at the end of fitting,
 so all ranks finish with identical buffers.
 """
 
@@ -61,5 +61,5 @@ def conv3x3(in_channels: int, out_channels: int, bias: bool) -> nn.Conv2d:
 
 
 def conv_norm_relu(in_channels: int, out_channels: int, bias: bool) -> list[nn.Module]:
-    """conv 3×3 → (BF-)BN → ReLU: every hidden layer of both architectures (SCIENCE.md, Model)."""
+    """conv 3×3 → (BF-)BN → ReLU: every hidden layer of both architectures (docs/SCIENCE.md, Model)."""
     return [conv3x3(in_channels, out_channels, bias), norm_layer(out_channels, bias), nn.ReLU(inplace=True)]

@@ -7,7 +7,7 @@ from torch import nn
 
 
 class BlindDenoiser(nn.Module):
-    """forward(y) = y - net(y): the denoised estimate of the clean image (SCIENCE.md, Model)."""
+    """forward(y) = y - net(y): the denoised estimate of the clean image (docs/SCIENCE.md, Model)."""
 
     def __init__(self, net: nn.Module):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Noise-prediction loss of a blind denoiser (SCIENCE.md, Training).
+"""Noise-prediction loss of a blind denoiser (docs/SCIENCE.md, Training).
 
 y = x + σ·z per image, z ~ N(0, I); the network predicts the noise, so f(y) = y - net(y) and
 ‖net(y) - σz‖² = ‖f(y) - x‖²: minimising it gives the MMSE denoiser, i.e. the score by

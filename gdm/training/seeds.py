@@ -1,4 +1,4 @@
-"""Seeds derived from (cell, step, rank), never from batch composition or the global RNG (STYLE.md §4).
+"""Seeds derived from (cell, step, rank), never from batch composition or the global RNG (docs/SCIENCE.md, Reproducibility).
 
 Every random draw of a training step (batch indices, σ, noise) comes from a generator seeded by the
 step's seed, so a run resumed from a checkpoint at step k draws exactly what an uninterrupted run

@@ -1,4 +1,4 @@
-"""Noise-level laws: σ per image from u ~ U(0, 1) on [σ_min, σ_max] (SCIENCE.md, Training)."""
+"""Noise-level laws: σ per image from u ~ U(0, 1) on [σ_min, σ_max] (docs/SCIENCE.md, Training)."""
 
 from __future__ import annotations
 

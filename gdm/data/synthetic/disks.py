@@ -1,4 +1,4 @@
-"""Disks: one anti-aliased disk on a flat background, a 5-dimensional image manifold (SCIENCE.md, Data).
+"""Disks: one anti-aliased disk on a flat background, a 5-dimensional image manifold (docs/SCIENCE.md, Data).
 
 Parameters per image (cx, cy, r, foreground, background): centre and radius in pixels (pixel i covers
 [i, i+1), so its centre is i + 0.5), intensities in [0, 1]. The optimal small-noise denoiser projects
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULTS = {
-    "radius": [0.1, 0.3],  # range of the radius, as a fraction of image_size (uniform)
+    "radius": [0.0375, 0.475],  # range of the radius, as a fraction of image_size (uniform); the authors' 3–38 px at 80 px
     "intensity": [0.0, 1.0],  # range of foreground and background intensities (independent, uniform)
 }
 PARAM_NAMES = ("cx", "cy", "radius", "foreground", "background")

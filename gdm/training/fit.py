@@ -26,15 +26,12 @@ from gdm.config import ExperimentConfig
 from gdm.data.module import CellDataModule
 from gdm.models import build_model
 from gdm.training.checkpoint_io import AtomicCheckpointIO
-from gdm.training.denoiser import BlindDenoiser
-from gdm.training.health import NOT_DENOISING, NonFiniteModelError, check_finite, denoises
+from gdm.training.health import NOT_DENOISING, check_finite, denoises
 from gdm.training.lit_module import DenoiserModule
-from gdm.training.loss import NonFiniteLossError
-from gdm.training.model_file import load_denoiser, save_model
+from gdm.training.model_file import save_model
 from gdm.training.seeds import cell_seed
 
-__all__ = ["DenoiserModule", "BlindDenoiser", "NonFiniteLossError", "NonFiniteModelError", "TrainingInterrupted",
-           "fit_cell", "load_denoiser", "save_model", "build_cell_module", "usable_checkpoint"]
+__all__ = ["TrainingInterrupted", "fit_cell", "build_cell_module", "usable_checkpoint"]
 
 log = logging.getLogger(__name__)
 

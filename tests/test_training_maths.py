@@ -1,0 +1,140 @@
+"""The maths of a training step, against closed forms: σ laws as distributions, the noise and the loss,
+the validation PSNR per σ (fast; no Trainer)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from gdm.training.loss import NonFiniteLossError, add_noise, check_finite, denoising_loss
+from gdm.training.seeds import derive_seed
+from gdm.training.sigma import SIGMA_LAWS, draw_sigma
+from gdm.training.validation import psnr_per_sigma
+
+# Quantile functions Q(q) of σ on [lo, hi] for u ~ U(0, 1): the closed forms the laws promise.
+QUANTILES = {
+    "squared_uniform": lambda q, lo, hi: lo + (hi - lo) * q**2,
+    "uniform": lambda q, lo, hi: lo + (hi - lo) * q,
+    "log_uniform": lambda q, lo, hi: lo * (hi / lo) ** q,
+}
+CDFS = {
+    "squared_uniform": lambda s, lo, hi: np.sqrt(np.clip((s - lo) / (hi - lo), 0, 1)),
+    "uniform": lambda s, lo, hi: np.clip((s - lo) / (hi - lo), 0, 1),
+    "log_uniform": lambda s, lo, hi: np.clip(np.log(s / lo) / np.log(hi / lo), 0, 1),
+}
+
+
+def _draw(law: str, lo: float, hi: float, count: int = 20000, seed: int = 0) -> np.ndarray:
+    sigma = draw_sigma(law, count, lo, hi, torch.Generator().manual_seed(seed))
+    assert sigma.shape == (count, 1, 1, 1) and sigma.dtype == torch.float32
+    return sigma.flatten().double().numpy()
+
+
+def test_sigma_laws_cover_the_three_documented_laws():
+    assert set(SIGMA_LAWS) == set(QUANTILES)
+
+
+@pytest.mark.parametrize("law", sorted(QUANTILES))
+def test_sigma_law_follows_its_distribution(law):
+    """Kolmogorov–Smirnov against the closed-form CDF, and five quantiles against Q(q)."""
+    lo, hi = 0.2, 1.5
+    sigma = _draw(law, lo, hi)
+    assert lo <= sigma.min() and sigma.max() <= hi
+    assert stats.kstest(sigma, lambda s: CDFS[law](s, lo, hi)).pvalue > 1e-3
+    q = np.array([0.1, 0.25, 0.5, 0.75, 0.9])
+    np.testing.assert_allclose(np.quantile(sigma, q), QUANTILES[law](q, lo, hi), atol=0.015 * (hi - lo))
+    others = [other for other in QUANTILES if other != law]  # the check tells the laws apart
+    for other in others:
+        assert stats.kstest(sigma, lambda s, o=other: CDFS[o](s, lo, hi)).pvalue < 1e-6
+
+
+@pytest.mark.parametrize(("law", "lo", "hi", "median"), [
+    ("squared_uniform", 0.0, 1.0, 0.25),  # σ = u²: half the draws below ¼
+    ("uniform", 0.0, 1.0, 0.5),
+    ("log_uniform", 0.01, 1.0, 0.1),  # √(lo·hi): equal weight per octave
+])
+def test_sigma_law_medians(law, lo, hi, median):
+    assert np.median(_draw(law, lo, hi)) == pytest.approx(median, abs=0.01)
+
+
+def test_sigma_is_the_law_of_the_generators_first_uniform_draw():
+    """σ = law(u) with u the generator's next U(0, 1) draws: the step's randomness is the generator's."""
+    lo, hi = 0.05, 2.0
+    u = torch.rand(7, 1, 1, 1, generator=torch.Generator().manual_seed(4))
+    expected = {"squared_uniform": lo + (hi - lo) * u**2, "uniform": lo + (hi - lo) * u,
+                "log_uniform": torch.exp(math.log(lo) + math.log(hi / lo) * u)}
+    for law, value in expected.items():
+        torch.testing.assert_close(draw_sigma(law, 7, lo, hi, torch.Generator().manual_seed(4)), value)
+
+
+def test_unknown_sigma_law_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="allowed values: squared_uniform, uniform, log_uniform"):
+        draw_sigma("gamma", 3, 0.1, 1.0, torch.Generator())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_add_noise_adds_sigma_times_the_generators_normal_draws(dtype):
+    x = torch.rand(4, 1, 5, 5, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=dtype).view(4, 1, 1, 1)
+    y, noise = add_noise(x, sigma, torch.Generator().manual_seed(3))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=dtype)  # drawn in x's precision
+    assert noise.dtype == y.dtype == dtype
+    assert torch.equal(noise, sigma * z) and torch.equal(y, x + sigma * z)
+
+
+def _conv(seed: int = 0) -> nn.Module:
+    net = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.randn(net.weight.shape, generator=torch.Generator().manual_seed(seed)))
+    return net
+
+
+def test_denoising_loss_is_the_mean_squared_noise_error():
+    net = _conv()
+    y = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        prediction = net(y).double().numpy()
+    expected = np.mean((prediction - noise.double().numpy()) ** 2)
+    loss = denoising_loss(net, y, noise)
+    assert loss.dtype == torch.float32 and loss.shape == ()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_finite_stops_on_nan_and_inf(bad):
+    with pytest.raises(NonFiniteLossError, match="at step 7"):
+        check_finite(torch.tensor(bad), step=7)
+
+
+def test_check_finite_lets_finite_losses_through():
+    for value in (0.0, 1e-30, 3.5, 1e30):
+        check_finite(torch.tensor(value), step=1)
+
+
+def test_validation_psnr_per_sigma_equals_a_numpy_computation():
+    """10 log10(1 / MSE) per image of f(x + σz) = y − net(y), averaged; z drawn from (seed, σ index)."""
+    net = nn.Sequential(_conv(5), nn.Dropout(0.5))  # dropout: only eval mode gives the numpy value
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    sigmas, seed = [0.05, 0.2, 0.5], 11
+    expected = {}
+    for index, sigma in enumerate(sigmas):
+        z = torch.randn(images.shape, generator=torch.Generator().manual_seed(derive_seed("val", seed, index)))
+        noisy = images + sigma * z
+        with torch.no_grad():
+            denoised = (noisy - net[0](noisy)).double().numpy()
+        mse = ((denoised - images.double().numpy()) ** 2).mean(axis=(1, 2, 3))
+        expected[sigma] = float(np.mean(10 * np.log10(1 / mse)))
+    assert len(set(expected.values())) == 3
+    net.train()
+    result = psnr_per_sigma(net, images, sigmas, seed)
+    assert net.training  # the caller's mode is restored
+    assert list(result) == sigmas
+    assert list(result.values()) == pytest.approx(list(expected.values()), abs=1e-4)
+    net.eval()
+    assert psnr_per_sigma(net, images, sigmas, seed) == result and not net.training
