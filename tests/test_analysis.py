@@ -108,11 +108,13 @@ def test_image_psnr_is_per_image_against_numpy():
                                _numpy_psnr(estimate.double().numpy(), clean.double().numpy()), atol=1e-3)
 
 
-def test_psnr_curve_equals_numpy_with_the_seeded_noise_and_a_ragged_batch():
+@pytest.mark.parametrize("seed", [None, 5])
+def test_psnr_curve_equals_numpy_with_the_seeded_noise_and_a_ragged_batch(seed):
     """Noise: one randn(images.shape) per σ, in order, from a generator seeded once (default seed 0)."""
     images, sigmas, scale = _images(5, size=4, seed=10), [0.05, 0.3, 1.0], 0.8
-    curve = psnr.psnr_curve(lambda y: scale * y, images, sigmas, batch_size=2)  # batches 2, 2, 1
-    generator = torch.Generator().manual_seed(0)
+    run = {} if seed is None else {"seed": seed}
+    curve = psnr.psnr_curve(lambda y: scale * y, images, sigmas, batch_size=2, **run)  # batches 2, 2, 1
+    generator = torch.Generator().manual_seed(seed or 0)
     x = images.double().numpy()
     assert curve["sigma"] == sigmas
     for k, sigma in enumerate(sigmas):

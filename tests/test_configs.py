@@ -39,6 +39,10 @@ def _tiny(cfg_path: Path, tmp_path: Path) -> list[str]:
     # The full Jacobian at 80×80 / 160×160 is a 6 400² / 25 600² eigenproblem: minutes and GBs on a CPU.
     # The Jacobian path is covered by tests/test_pipeline.py and tests/test_analysis.py at small sizes.
     overrides += ["eval.psnr_sigmas=[0.1]", "eval.grid_samples=1", "eval.jacobian.enabled=false"]
+    # Likewise the Gaussian reference: its covariance is D × D (D = pixels), 5 GB in float64 at 160×160 before
+    # its eigendecomposition. tests/test_controls.py covers it at small sizes; a tiny run keeps it at ≤ 32 px.
+    if max(data.get("image_size", 32) for data in cfg.datasets.values()) > 32:
+        overrides.append("eval.gaussian_reference=false")
     for name, data in cfg.datasets.items():
         key = f"datasets.{name}"
         overrides += [f"{key}.pool_size=8", f"{key}.test_size=4", f"{key}.shard_size=8"]
