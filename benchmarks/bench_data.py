@@ -74,7 +74,7 @@ def conv_block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class StandInUNet(nn.Module):
-    """Bias-free UNet of SCIENCE.md's 80x80 shape (64-128-256, middle 512): the same FLOPs as bf_unet."""
+    """Bias-free UNet of docs/SCIENCE.md's 80x80 shape (64-128-256, middle 512): the same FLOPs as bf_unet."""
 
     def __init__(self, widths=(64, 128, 256), middle=512):
         super().__init__()
