@@ -83,7 +83,7 @@ def test_verify_names_a_corrupt_output_and_reopens_the_folder(tmp_path):
     with pytest.raises(lifecycle.IntegrityError, match=f"{folder / Files.MODEL} does not match the checksum"):
         lifecycle.verify(folder, Files.MODEL)
     assert not lifecycle.is_done(folder) and not (folder / Files.MODEL).exists()
-    assert [p.name.split(".bad-")[0] for p in folder.glob("*.bad-*")] == sorted([Files.DONE, Files.MODEL])
+    assert sorted(p.name.split(".bad-")[0] for p in folder.glob("*.bad-*")) == sorted([Files.DONE, Files.MODEL])
     assert lifecycle.status(folder).state == State.PENDING and "does not match" in lifecycle.status(folder).error
 
 
