@@ -17,10 +17,10 @@ import torch
 from gdm import figures, lifecycle
 from gdm.analysis import calpha, controls, jacobian, psnr, similarity, tangent
 from gdm.analysis.nearest import nearest
+from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
 from gdm.cells import EvalPair, Files, data_dir, pair_settings
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
-from gdm.reference import optimal_geometry, optimal_psnr_curves
 from gdm.sample import SampleResult, sample
 
 MEASURES = ("cosine", "correlation")  # always reported; cfg.eval.similarity picks the headline

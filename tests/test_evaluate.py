@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from gdm.analysis import controls, similarity
+from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
 from gdm.cells import expand_pairs
 from gdm.evaluate import PairData, pair_figures, per_seed_columns, summarize
-from gdm.reference import optimal_geometry, optimal_psnr_curves
 from gdm.sample import SampleResult
 
 
