@@ -39,7 +39,11 @@ from gdm.training.denoiser import BlindDenoiser
 
 def denoiser(size: int, channels: int, blocks: int, device: str) -> torch.nn.Module:
     """f(y) = y − net(y) around a freshly initialised bias-free UNet, in eval mode."""
-    return BlindDenoiser(build_model(ModelConfig(name="bf_unet", channels=channels, blocks=blocks), size)).to(device).eval()
+    return (
+        BlindDenoiser(build_model(ModelConfig(name="bf_unet", channels=channels, blocks=blocks), size))
+        .to(device)
+        .eval()
+    )
 
 
 def seconds(fn: Callable[[], object], device: str) -> float:
@@ -124,7 +128,12 @@ def bench_sampler(size: int, channels: int, blocks: int, count: int, device: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="16-channel UNet, 32 loop rows, 1 round (≈10 s on CPU)")
-    parser.add_argument("--chunk", type=int, default=32, help="Jacobian rows per batched VJP on the CPU (default 32, as eval.jacobian.chunk)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=32,
+        help="Jacobian rows per batched VJP on the CPU (default 32, as eval.jacobian.chunk)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds; medians are reported")
     args = parser.parse_args()
     channels, rounds = (16, 1) if args.quick else (32, args.rounds)
@@ -134,7 +143,11 @@ def main() -> None:
            "sampler_cpu": bench_sampler(32, channels, 2, 64 if args.quick else 256, "cpu")}
     if torch.cuda.is_available():
         cuda = bench_jacobian(80, 64, 3, 1600, 64, "cuda", rounds)
-        out["cuda"] = cuda | {"gpu": torch.cuda.get_device_name(), "target_s": 3.0, "target_met": cuda["total_s"] <= 3.0}
+        out["cuda"] = cuda | {
+            "gpu": torch.cuda.get_device_name(),
+            "target_s": 3.0,
+            "target_met": cuda["total_s"] <= 3.0,
+        }
         out["sampler_cuda"] = bench_sampler(80, 64, 3, 512, "cuda")
     print(json.dumps(out, indent=2))
 

@@ -26,9 +26,9 @@ import torch
 from gdm.config import ModelConfig, TrainerConfig
 from gdm.data.module import CellDataModule
 from gdm.models import build_model, count_parameters
+from gdm.seeds import step_generator
 from gdm.training.lit_module import DenoiserModule
 from gdm.training.loss import add_noise, denoising_loss
-from gdm.training.seeds import step_generator
 from gdm.training.sigma import draw_sigma
 from launch.plan import network_cost
 

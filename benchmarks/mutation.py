@@ -49,12 +49,14 @@ MODULES: dict[str, list[str]] = {
     "gdm/sample.py": ["tests/test_sample.py"],
     "gdm/training/sigma.py": ["tests/test_training_maths.py"],
     "gdm/training/loss.py": ["tests/test_training_maths.py"],
-    "gdm/training/validation.py": ["tests/test_training_maths.py"],
+    "gdm/seeds.py": ["tests/test_seeds.py"],
     "gdm/analysis/similarity.py": ["tests/test_analysis.py"],
     "gdm/analysis/nearest.py": ["tests/test_analysis.py"],
     "gdm/analysis/psnr.py": ["tests/test_analysis.py"],
     "gdm/analysis/jacobian.py": ["tests/test_analysis.py"],
     "gdm/data/splits.py": ["tests/test_splits.py"],
+    "gdm/training/records.py": ["tests/test_io.py"],  # resume: metrics.jsonl cut back to the checkpoint
+    "gdm/lifecycle.py": ["tests/test_lifecycle.py"],  # the done-checks, ownership and resume states the grid trusts
 }
 
 # Mutants that no test can kill because they do not change what the code does, with the reason:
@@ -65,7 +67,7 @@ SAME_LENGTHS = "both sequences always have the same length, so `strict` never ma
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("gdm/sample.py", "range(1, cfg.max_steps + 2)", "range(1, cfg.max_steps + 3)"):
         "the loop always breaks at t = max_steps + 1 (`t > cfg.max_steps`), so its end is never reached",
-    ("gdm/sample.py", "generate_state(1,", "generate_state(2,"):
+    ("gdm/seeds.py", "generate_state(1,", "generate_state(2,"):
         "SeedSequence.generate_state(n)[0] is the same word for every n: the key does not change",
     ("gdm/sample.py", "seeds = [int(s) for s in seeds]", "pass"):
         "noise() applies int() to each seed itself; any Sequence[int] gives the same samples without it",
@@ -75,9 +77,6 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "paired() is given the A and B samples of the same seeds: " + SAME_LENGTHS,
     ("gdm/analysis/psnr.py", "strict=False)", "strict=True)"):
         "the train and test curves are computed at the same σ list: " + SAME_LENGTHS,
-    ("gdm/training/validation.py", 'reduction="none", dim=(1, 2, 3)', "data_range=1.0, dim=(1, 2, 3)"):
-        "with dim=(1, 2, 3) torchmetrics' default reduction is the mean of the per-image PSNRs, "
-        "which the next line's .mean() takes anyway",
     ("gdm/analysis/jacobian.py", "basis = torch.zeros(stop - start, y.numel(), dtype=y.dtype",
      "basis = torch.zeros(stop - start, y.numel(), device=y.device)"):
         "the basis holds only 0 and 1, exact in every float dtype, and the VJP casts it to the output's dtype",

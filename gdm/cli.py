@@ -39,7 +39,9 @@ def _index_option(parser: argparse.ArgumentParser, name: str, what: str) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="gdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {
         "run": "run the whole grid: prepare data, train every cell not done, evaluate each pair as soon as both "
@@ -67,10 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="SLURM only: submit every job with its dependencies (prepare → training array "
                                       "→ each pair after its cells → the report after every pair) and exit; follow "
                                       "with `gdm status`, stop with `gdm cancel`")
-            command.add_argument("--dry-run", action="store_true",
-                                 help="print the resolved config and the plan: cells and pairs to do and done, the jobs "
-                                      "with their resources, device-hours per cell and in total, and the disk; "
-                                      "submits nothing")
+            command.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="print the resolved config and the plan: cells and pairs to do and done, the jobs "
+                "with their resources, device-hours per cell and in total, and the disk; "
+                "submits nothing",
+            )
         if name == "sync":
             command.add_argument("--dry-run", action="store_true", help="list the runs that would be synced")
         if name == "status":
@@ -150,7 +155,9 @@ def _pick(items: list, args: argparse.Namespace, get_id: Callable, what: str):
         raise ValueError(f"give --{what}-index or --{what} (or run inside a SLURM array task)")
     index = int(index)
     if not 0 <= index < len(items):
-        raise ValueError(f"--{what}-index {index} is out of range: this config has {len(items)} {what}s (0…{len(items) - 1})")
+        raise ValueError(
+            f"--{what}-index {index} is out of range: this config has {len(items)} {what}s (0…{len(items) - 1})"
+        )
     return items[index]
 
 
@@ -203,7 +210,10 @@ def _prepare(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
     for name, data in cfg.datasets.items():
         manifest = prepare_dataset(data, data_dir(cfg, name), progress=args.progress)
-        print(f"{name}: {manifest.get('test_size')} test + {manifest.get('pool_size')} pool images in {data_dir(cfg, name)}")
+        print(
+            f"{name}: {manifest.get('test_size')} test + {manifest.get('pool_size')} pool images "
+            f"in {data_dir(cfg, name)}"
+        )
     return 0
 
 
@@ -222,7 +232,9 @@ def _cancel(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from launch.grid import cancel_experiment
 
     cancelled = cancel_experiment(cfg)
-    print("\n".join([f"cancelled {what}" for what in cancelled] + [f"gdm cancel {cfg.name}: {len(cancelled)} cancelled"]))
+    print(
+        "\n".join([f"cancelled {what}" for what in cancelled] + [f"gdm cancel {cfg.name}: {len(cancelled)} cancelled"])
+    )
     return 0
 
 

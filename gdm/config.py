@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -49,10 +49,10 @@ class TrainerConfig:
     sigma_min: float = 0.0  # lower end of the σ range, in image units ([0, 1] pixels)
     sigma_max: float = 1.0  # upper end of the σ range
     ema_decay: float = 0.0  # EMA decay of the weights used for evaluation (0: no EMA)
-    accelerator: str = "auto"  # lightning accelerator: auto, cpu, gpu
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"  # lightning accelerator
     devices: int = 1  # processes per node (one per GPU); must equal SLURM tasks per node
     num_nodes: int = 1  # nodes per training job
-    precision: str = "32-true"  # lightning precision: 32-true or bf16-mixed
+    precision: Literal["32-true", "bf16-mixed"] = "32-true"  # lightning precision
     channels_last: bool = False  # channels_last memory format (GPU speed switch)
     compile: bool = False  # torch.compile the network
     checkpoint_every: int = 1000  # write last.ckpt every this many steps
@@ -70,8 +70,9 @@ class SamplerConfig:
     sigma_0: float = 1.0  # standard deviation of the initial noise x_0
     sigma_end: float = 0.05  # stop once the effective noise σ_t falls below this
     mean: float = 0.5  # mean of the initial noise x_0 ~ N(mean, σ_0² I)
-    schedule: str = "constant"  # step-size schedule: constant, or increasing (h_t = h0 t / (1 + h0 (t-1)))
-    authors_loop: bool = False  # the authors' loop: increasing h_t whatever `schedule` says, and one more update after σ_t falls below sigma_end
+    schedule: Literal["constant", "increasing"] = "constant"
+    # the authors' loop: increasing h_t whatever `schedule` says, and one more update after σ_t falls below sigma_end
+    authors_loop: bool = False
     max_steps: int = 2000  # hard cap on iterations per sample
     final_denoise: bool = True  # finish with one full denoising step x ← f(x)
     diverge_sigma: float = 10.0  # flag a sample as diverged once σ_t exceeds this
@@ -91,19 +92,28 @@ class EvalConfig:
     num_samples: int = 256  # samples per model; seeds eval.seed .. eval.seed + num_samples - 1
     seed: int = 0  # first sample seed (shared by A and B)
     batch_size: int = 256  # samples generated at once
-    psnr_sigmas: list[float] = field(default_factory=lambda: [0.008, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])  # noise levels of the PSNR curves (input PSNR ≈ 42 … 0 dB)
+    psnr_sigmas: list[float] = field(
+        default_factory=lambda: [0.008, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    )  # noise levels of the PSNR curves (input PSNR ≈ 42 … 0 dB)
     psnr_images: int = 64  # train and test images each used for the PSNR curves
-    memorization_threshold: float = 0.95  # a sample is memorized when its similarity to its nearest training image exceeds this (for l2: a negative RMS distance, e.g. -0.02)
+    # a sample is memorized when its similarity to its nearest training image exceeds this (for l2: a negative
+    # RMS distance, e.g. -0.02)
+    memorization_threshold: float = 0.95
     similarity: str = "correlation"  # headline similarity: cosine, correlation (mean removed) or l2
     grid_samples: int = 8  # sample pairs drawn in figures
-    gaussian_reference: bool = True  # also evaluate the best linear (Wiener) denoiser of the pool's mean and covariance: PSNR curves on the models' noise draws (the verdict's underfitting control); memory 2 × 8·D² bytes for D pixels: 0.7 GB at 80×80, 10 GB at 160×160
-    optimal_reference: bool = True  # also evaluate the empirical optimal (memorizing) denoiser of each training set: PSNR curves and, with jacobian.enabled, its Jacobian spectra
+    # also evaluate the best linear (Wiener) denoiser of the pool's mean and covariance: PSNR curves on the models'
+    # noise draws (the verdict's underfitting control); memory 2 × 8·D² bytes for D pixels: 0.7 GB at 80×80,
+    # 10 GB at 160×160
+    gaussian_reference: bool = True
+    # also evaluate the empirical optimal (memorizing) denoiser of each training set: PSNR curves and, with
+    # jacobian.enabled, its Jacobian spectra
+    optimal_reference: bool = True
     jacobian: JacobianConfig = field(default_factory=JacobianConfig)
 
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"  # offline (writes runs to disk), online, disabled
+    mode: Literal["offline", "online", "disabled"] = "offline"  # offline (writes runs to disk), online, disabled
     project: str = "gdm"  # W&B project
     entity: Optional[str] = None  # W&B entity (team); None uses the default of the API key
     upload_models: bool = False  # log each model.pt as an artifact file (True) or as a reference to its path (False)
@@ -122,19 +132,27 @@ class ResourcesConfig:
     mem_gb: float = 4.0  # memory per node, GiB
     constraint: Optional[str] = None  # SLURM node constraint
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load …)
-    sustained_tflops: float = 100.0  # achieved TFLOP/s of one device (a GPU; the node's CPUs without one), for the cost in `gdm run --dry-run`; benchmarks/bench_train.py measures it
+    # achieved TFLOP/s of one device (a GPU; the node's CPUs without one), for the cost in `gdm run --dry-run`;
+    # benchmarks/bench_train.py measures it
+    sustained_tflops: float = 100.0
     max_requeues: int = 3  # times a job may requeue itself at its time limit (submitit's slurm_max_num_timeout)
     signal_delay_s: int = 120  # USR2 comes this many seconds before the time limit (--signal=USR2@s)
 
 
 @dataclass
 class LaunchConfig:
-    executor: str = "local"  # where jobs run: local (submitit subprocesses), slurm, inprocess
+    executor: Literal["local", "slurm", "inprocess"] = (
+        "local"  # where jobs run: local (submitit subprocesses), slurm, inprocess
+    )
     max_parallel: int = 1  # jobs running at once (local) / slurm_array_parallelism
     poll_seconds: float = 2.0  # how often the driver polls running jobs
     train: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of a training job
-    eval: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of an evaluation job (and of the report job)
-    prepare: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(cpus_per_task=4, mem_gb=16.0))  # resources of the data-preparation job (SLURM only: elsewhere the driver prepares)
+    eval: ResourcesConfig = field(
+        default_factory=ResourcesConfig
+    )  # resources of an evaluation job (and of the report job)
+    prepare: ResourcesConfig = field(
+        default_factory=lambda: ResourcesConfig(cpus_per_task=4, mem_gb=16.0)
+    )  # resources of the data-preparation job (SLURM only: elsewhere the driver prepares)
 
 
 @dataclass
@@ -156,16 +174,10 @@ class ExperimentConfig:
         return Path(self.root) / self.name
 
 
-# Choices that are settings of the libraries gdm drives, not gdm registries. Names that pick an entry of
-# a gdm registry (a family, a model, a σ law, a similarity) are checked against that registry by
-# gdm.experiment.check_registries: this module imports nothing from gdm.
-CHOICES = {
-    "trainer.precision": ("32-true", "bf16-mixed"),
-    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
-    "sampler.schedule": ("constant", "increasing"),
-    "wandb.mode": ("offline", "online", "disabled"),
-    "launch.executor": ("local", "slurm", "inprocess"),
-}
+# Settings of the libraries gdm drives (precision, accelerator, …) are `Literal` fields: OmegaConf refuses
+# any other value when the config is merged, naming the key. Names that pick an entry of a gdm registry (a
+# family, a model, a σ law, a similarity) are checked against that registry by gdm.experiment.check_registries:
+# this module imports nothing from gdm.
 
 
 def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> ExperimentConfig:
@@ -218,10 +230,6 @@ def _explain(err: OmegaConfBaseException) -> str:
 
 def validate(cfg: ExperimentConfig) -> None:
     """Semantic checks that types alone cannot express; each error names its key."""
-    for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"config key '{key}' is {value!r}; allowed values: {', '.join(allowed)}")
     _check_grid(cfg)
     _check_trainer(cfg.trainer)
     _check_sampler(cfg.sampler)
@@ -288,12 +296,16 @@ def _check_eval(e: EvalConfig) -> None:
     if not e.psnr_sigmas:
         raise ConfigError("config key 'eval.psnr_sigmas' is empty; give at least one noise level, e.g. [0.1]")
     if e.similarity == "l2" and e.memorization_threshold > 0:
-        raise ConfigError(f"config key 'eval.memorization_threshold' is {e.memorization_threshold}, but eval.similarity=l2 "
-                          "scores a pair by its negative RMS distance (≤ 0): give a negative threshold such as -0.02")
+        raise ConfigError(
+            f"config key 'eval.memorization_threshold' is {e.memorization_threshold}, but eval.similarity=l2 "
+            "scores a pair by its negative RMS distance (≤ 0): give a negative threshold such as -0.02"
+        )
     if e.jacobian.chunk < 1:
         raise ConfigError(f"config key 'eval.jacobian.chunk' is {e.jacobian.chunk}; it must be ≥ 1")
     if any(sigma <= 0 for sigma in [*e.psnr_sigmas, *e.jacobian.sigmas]):
-        raise ConfigError("config keys 'eval.psnr_sigmas' and 'eval.jacobian.sigmas' hold noise levels; each must be > 0")
+        raise ConfigError(
+            "config keys 'eval.psnr_sigmas' and 'eval.jacobian.sigmas' hold noise levels; each must be > 0"
+        )
 
 
 def _check_resources(r: ResourcesConfig, key: str) -> None:
@@ -327,12 +339,6 @@ def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:
     if too_big:
         raise ConfigError(f"config key 'n_train' holds {too_big}, larger than half of {key}.pool_size="
                           f"{data.pool_size}; the largest n allowed is {largest} (A and B must be disjoint)")
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from gdm import figures, lifecycle
 from gdm.analysis import calpha, controls, jacobian, psnr, similarity, tangent
@@ -21,8 +23,10 @@ from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
 from gdm.cells import EvalPair, Files, data_dir, pair_settings
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+from gdm.pair_records import Agreement, PairEvaluation, Realism
 from gdm.sample import SampleResult, sample
 
+Device = torch.device | str  # where models and tensors run ("cpu", "cuda", …)
 MEASURES = ("cosine", "correlation")  # always reported; cfg.eval.similarity picks the headline
 
 
@@ -48,15 +52,15 @@ def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_pair(cfg, pair, device)
     samples = {s: _sample(cfg, data.denoisers[s], data.test.shape[1:], device, progress) for s in data.denoisers}
-    results, arrays = summarize(cfg, pair, data, samples, device)
+    results, evaluation = summarize(cfg, pair, data, samples, device)
     if cfg.eval.jacobian.enabled:
         results["jacobian"] = geometry_of(cfg, data, directory)
-    write_outputs(cfg, pair, results, arrays, samples, data)
+    write_outputs(cfg, pair, results, evaluation, samples, data)
     lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES), flags=status_flags(results))
     return results
 
 
-def load_pair(cfg: ExperimentConfig, pair: EvalPair, device) -> PairData:
+def load_pair(cfg: ExperimentConfig, pair: EvalPair, device: Device) -> PairData:
     from gdm.data.store import load_split
     from gdm.training.model_file import load_denoiser
 
@@ -67,73 +71,72 @@ def load_pair(cfg: ExperimentConfig, pair: EvalPair, device) -> PairData:
     return PairData(denoisers, train, test, folder, cfg.datasets[pair.dataset].family)
 
 
-def _sample(cfg: ExperimentConfig, denoiser, shape, device, progress: bool) -> SampleResult:
+def _sample(
+    cfg: ExperimentConfig, denoiser: nn.Module, shape: Sequence[int], device: Device, progress: bool
+) -> SampleResult:
     seeds = range(cfg.eval.seed, cfg.eval.seed + cfg.eval.num_samples)
     return sample(denoiser, seeds, tuple(shape), cfg.sampler, device, batch_size=cfg.eval.batch_size, progress=progress)
 
 
-def summarize(cfg: ExperimentConfig, pair: EvalPair, data: PairData, samples: dict, device) -> tuple[dict, dict]:
-    """Scalars for results.json and per-sample arrays for samples.pt; diverged samples are excluded."""
+def summarize(
+    cfg: ExperimentConfig, pair: EvalPair, data: PairData, samples: dict, device: Device
+) -> tuple[dict, PairEvaluation]:
+    """results.json's values and the per-sample records behind samples.pt; diverged samples are excluded."""
     splits = sorted(samples)
     ok = torch.stack([~samples[s].diverged for s in splits]).all(0)
     results: dict = {"pair": pair.pair_id, "dataset": pair.dataset, "n": pair.n, "num_samples": int(ok.numel()),
                      "num_valid": int(ok.sum()), "headline_similarity": cfg.eval.similarity}
     results.update({f"diverged_{s}": int(samples[s].diverged.sum()) for s in splits})
     results.update({f"median_steps_{s}": float(samples[s].steps.float().median()) for s in splits})
-    arrays: dict = {"valid": ok}
-    for measure in (*MEASURES, *(m for m in [cfg.eval.similarity] if m not in MEASURES)):
-        results.update(_agreement(measure, splits, samples, data, ok, arrays, device))
-    headline = arrays[f"nearest_{cfg.eval.similarity}"]
-    results["memorized_fraction"] = _fraction(headline > cfg.eval.memorization_threshold)
-    results["memorized_fraction_other"] = _fraction(arrays[f"nearest_other_{cfg.eval.similarity}"] > cfg.eval.memorization_threshold)
+    measures = (*MEASURES, *(m for m in [cfg.eval.similarity] if m not in MEASURES))
+    agreements = {m: agreement(m, splits, samples, data, ok, device) for m in measures}
+    for record in agreements.values():
+        results.update(record.summary())
+    headline, threshold = agreements[cfg.eval.similarity], cfg.eval.memorization_threshold
+    results["memorized_fraction"] = _fraction(torch.cat(list(headline.nearest.values())) > threshold)
+    results["memorized_fraction_other"] = _fraction(torch.cat(list(headline.nearest_other.values())) > threshold)
     results["psnr"] = _psnr_curves(cfg, data, device)
     if cfg.eval.optimal_reference:
-        results["psnr_optimal"] = optimal_psnr_curves(data.train, data.test, cfg.eval.psnr_sigmas, images=cfg.eval.psnr_images,
-                                                      seed=cfg.eval.seed, batch_size=cfg.eval.batch_size, device=device)
+        results["psnr_optimal"] = optimal_psnr_curves(
+            data.train,
+            data.test,
+            cfg.eval.psnr_sigmas,
+            images=cfg.eval.psnr_images,
+            seed=cfg.eval.seed,
+            batch_size=cfg.eval.batch_size,
+            device=device,
+        )
     gaps = [psnr.generalization_gap(results["psnr"][s]["train"], results["psnr"][s]["test"]) for s in splits]
-    results.update({f"psnr_gap_{s}": g for s, g in zip(splits, gaps, strict=False)})
+    results.update({f"psnr_gap_{s}": g for s, g in zip(splits, gaps, strict=True)})
     results["psnr_gap"] = sum(gaps) / len(gaps)
     if cfg.eval.gaussian_reference:
         results["psnr_gaussian"] = _gaussian_curves(cfg, data, device)
-    results.update(_realism(data, samples, ok, arrays))
+    realism = realism_of(data, samples, ok)
+    results.update(realism.summary())
     results.update(_verdict(cfg, results, splits))
-    return results, arrays
+    return results, PairEvaluation(ok, agreements, realism)
 
 
-def _agreement(measure, splits, samples, data: PairData, ok, arrays, device) -> dict:
-    """A–B similarity per seed, and each sample's nearest image in its own and in the other training set."""
+def agreement(measure: str, splits: list[str], samples: dict, data: PairData, ok: torch.Tensor,
+              device: Device) -> Agreement:
+    """A–B similarity per seed, each sample's nearest image in its own and in the other training set, and
+    the controls: A's sample i against B's sample j ≠ i, held-out images against each training set."""
     a, b = (samples[s].images[ok] for s in splits)
-    ab = similarity.paired(measure, a, b)
-    own, other, index = [], [], {}
-    for s, o in zip(splits, reversed(splits), strict=False):
-        values, idx = nearest(samples[s].images[ok], data.train[s], measure, device=device)
-        own.append(values)
-        other.append(nearest(samples[s].images[ok], data.train[o], measure, device=device)[0])
-        index[s] = idx
-    arrays.update({f"ab_{measure}": ab, f"nearest_{measure}": torch.cat(own), f"nearest_other_{measure}": torch.cat(other)})
-    arrays.update({f"nearest_index_{s}_{measure}": i for s, i in index.items()})
-    # controls: A's sample i against B's sample j ≠ i, and held-out images against each training set
-    crossed = controls.cross_seed(measure, a, b)
+    own, other, index = {}, {}, {}
+    for s, o in zip(splits, reversed(splits), strict=True):
+        own[s], index[s] = nearest(samples[s].images[ok], data.train[s], measure, device=device)
+        other[s] = nearest(samples[s].images[ok], data.train[o], measure, device=device)[0]
     novel = torch.cat([controls.novelty(data.test, data.train[s], measure, device=device) for s in splits])
-    arrays.update({f"cross_seed_{measure}": crossed, f"novelty_{measure}": novel})
-    return {f"ab_{measure}_median": _median(ab), f"ab_{measure}_mean": _mean(ab),
-            f"nearest_{measure}_median": _median(torch.cat(own)), f"nearest_other_{measure}_median": _median(torch.cat(other)),
-            f"cross_seed_{measure}_median": _median(crossed), f"novelty_{measure}_median": _median(novel)}
-
-
-def _median(x: torch.Tensor) -> float | None:
-    return float(x.median()) if len(x) else None  # None (JSON null), never NaN, when every sample diverged
-
-
-def _mean(x: torch.Tensor) -> float | None:
-    return float(x.mean()) if len(x) else None
+    return Agreement(
+        measure, similarity.paired(measure, a, b), own, index, other, controls.cross_seed(measure, a, b), novel
+    )
 
 
 def _fraction(mask: torch.Tensor) -> float | None:
     return float(mask.double().mean()) if len(mask) else None
 
 
-def _pool_chunks(data: PairData, device, chunk: int = 4096):
+def _pool_chunks(data: PairData, device: Device, chunk: int = 4096):
     """The images the Gaussian reference is fitted on, in chunks on `device`: the prepared dataset's whole
     pool (read from its verified cache), or the union of the training sets when there is none (tests)."""
     if data.data_dir is None:
@@ -149,31 +152,26 @@ def _pool_chunks(data: PairData, device, chunk: int = 4096):
         yield torch.from_numpy(to_unit(np.array(images[start : start + chunk]))).unsqueeze(1).to(device)
 
 
-def _gaussian_curves(cfg: ExperimentConfig, data: PairData, device) -> dict:
+def _gaussian_curves(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
     """split → {"train", "test"} PSNR of the Wiener denoiser of the pool, on the models' noise draws."""
     model = controls.fit_gaussian(_pool_chunks(data, device))
-    return controls.gaussian_psnr_curves(model, data.train, data.test, cfg.eval.psnr_sigmas, images=cfg.eval.psnr_images,
-                                         seed=cfg.eval.seed, batch_size=cfg.eval.batch_size, device=device)
+    return controls.gaussian_psnr_curves(
+        model,
+        data.train,
+        data.test,
+        cfg.eval.psnr_sigmas,
+        images=cfg.eval.psnr_images,
+        seed=cfg.eval.seed,
+        batch_size=cfg.eval.batch_size,
+        device=device,
+    )
 
 
-def _realism(data: PairData, samples: dict, ok: torch.Tensor, arrays: dict) -> dict:
-    """Contrast, power spectrum and pixel histogram of each model's valid samples against the held-out
-    images, each as one distance (None without a valid sample); the profiles go to samples.pt."""
+def realism_of(data: PairData, samples: dict, ok: torch.Tensor) -> Realism:
+    """Contrast, power spectrum and pixel histogram of each model's valid samples and of the held-out images."""
     profiles = {"test": controls.realism_profile(data.test)}
-    out: dict = {"contrast_test": float(profiles["test"].contrast.mean()), "realism": {}}
-    for s in sorted(samples):
-        images = samples[s].images[ok]
-        distances = dict.fromkeys(("contrast_distance", "spectrum_distance_db", "histogram_distance"))
-        if len(images):
-            profiles[s] = controls.realism_profile(images)
-            distances = controls.realism_distances(profiles[s], profiles["test"])
-        contrast = float(profiles[s].contrast.mean()) if s in profiles else None
-        out["realism"][s] = {"contrast": contrast, **distances}
-        out.update({f"contrast_{s}": contrast} | {f"{k}_{s}": v for k, v in distances.items()})
-    for name, p in profiles.items():
-        arrays.update({f"realism_contrast_{name}": p.contrast, f"realism_spectrum_{name}": p.spectrum,
-                       f"realism_histogram_{name}": p.histogram})
-    return out
+    profiles.update({s: controls.realism_profile(samples[s].images[ok]) for s in sorted(samples) if int(ok.sum())})
+    return Realism(profiles, tuple(sorted(samples)))
 
 
 def _verdict(cfg: ExperimentConfig, results: dict, splits: list[str]) -> dict:
@@ -181,16 +179,24 @@ def _verdict(cfg: ExperimentConfig, results: dict, splits: list[str]) -> dict:
     m = cfg.eval.similarity
     margins = tuple(controls.band_margins(results["psnr"][s]["test"], results["psnr_gaussian"][s]["test"])
                     for s in splits) if "psnr_gaussian" in results else ()
-    evidence = controls.PairEvidence(results["memorized_fraction"], results[f"ab_{m}_median"], results[f"nearest_{m}_median"],
-                                     results[f"cross_seed_{m}_median"], margins, tuple(results[f"psnr_gap_{s}"] for s in splits))
+    evidence = controls.PairEvidence(
+        results["memorized_fraction"],
+        results[f"ab_{m}_median"],
+        results[f"nearest_{m}_median"],
+        results[f"cross_seed_{m}_median"],
+        margins,
+        tuple(results[f"psnr_gap_{s}"] for s in splits),
+    )
     out: dict = {"verdict": controls.verdict(evidence), "verdict_checks": controls.verdict_checks(evidence)}
     for s, band in zip(splits, margins or [()] * len(splits), strict=True):
-        out[f"gaussian_margin_db_min_{s}"] = min(band) if band else None  # test PSNR − Gaussian reference over the σ band
+        out[f"gaussian_margin_db_min_{s}"] = (
+            min(band) if band else None
+        )  # test PSNR − Gaussian reference over the σ band
         out[f"gaussian_margin_db_mean_{s}"] = sum(band) / len(band) if band else None
     return out
 
 
-def _psnr_curves(cfg: ExperimentConfig, data: PairData, device) -> dict:
+def _psnr_curves(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
     run = {"images": cfg.eval.psnr_images, "seed": cfg.eval.seed, "batch_size": cfg.eval.batch_size, "device": device}
     return {s: psnr.train_test_curves(lambda sigma, d=d: d, data.train[s], data.test, cfg.eval.psnr_sigmas, **run)
             for s, d in data.denoisers.items()}
@@ -209,7 +215,7 @@ def geometry_of(cfg: ExperimentConfig, data: PairData, directory: Path) -> dict:
     return out
 
 
-def _geometry(cfg: ExperimentConfig, split: str, y, sigma: float, data: PairData, index: int) -> dict:
+def _geometry(cfg: ExperimentConfig, split: str, y: torch.Tensor, sigma: float, data: PairData, index: int) -> dict:
     denoiser, jc = data.denoisers[split], cfg.eval.jacobian
     device = next(denoiser.parameters()).device
     J = jacobian.jacobian(denoiser, y.to(device), chunk=jc.chunk).cpu()
@@ -225,14 +231,20 @@ def _geometry(cfg: ExperimentConfig, split: str, y, sigma: float, data: PairData
         from gdm.data.store import load_params
 
         params = load_params(data.data_dir, "test")[index].double().numpy()
-        record["tangent_overlap"] = tangent.subspace_overlap(g.eigenvectors[:, :5], tangent.tangent_basis(params, y.shape[-1]))
+        record["tangent_overlap"] = tangent.subspace_overlap(
+            g.eigenvectors[:, :5], tangent.tangent_basis(params, y.shape[-1])
+        )
     return record
 
 
 def _geometry_figures(out: dict, directory: Path, size: int) -> None:
     spectra = {f"{key} {s}": rec["eigenvalues"] for key, recs in out.items() for s, rec in recs.items()}
     figures.spectra(spectra, directory / "eigen_spectra.png")
-    rows = [[torch.tensor(v).view(1, size, size) for v in rec["eigenvectors"]] for recs in out.values() for rec in recs.values()]
+    rows = [
+        [torch.tensor(v).view(1, size, size) for v in rec["eigenvectors"]]
+        for recs in out.values()
+        for rec in recs.values()
+    ]
     rows = [[(v - v.min()) / (v.max() - v.min() + 1e-12) for v in row] for row in rows]
     titles = [f"e{k + 1}" for k in range(len(rows[0]))]
     figures.image_rows(rows, titles, directory / "eigenvectors.png", row_labels=list(spectra))
@@ -241,21 +253,25 @@ def _geometry_figures(out: dict, directory: Path, size: int) -> None:
             rec.pop("eigenvectors")
 
 
-def write_outputs(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dict, data: PairData) -> None:
+def write_outputs(
+    cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluation: PairEvaluation, samples: dict, data: PairData
+) -> None:
     directory = pair.directory(cfg)
     if data.family == "calpha":
         alpha = float(cfg.datasets[pair.dataset].params.get("alpha", 2.0))
         results["calpha_slope"] = {s: calpha.small_noise_slope(**_io(results["psnr"][s]["test"])) for s in samples}
         results["calpha_optimal_slope"] = calpha.optimal_slope(alpha)
     tensors = {f"samples_{s}": r.images for s, r in samples.items()}
-    tensors.update({f"steps_{s}": r.steps for s, r in samples.items()} | {f"diverged_{s}": r.diverged for s, r in samples.items()})
+    tensors.update(
+        {f"steps_{s}": r.steps for s, r in samples.items()} | {f"diverged_{s}": r.diverged for s, r in samples.items()}
+    )
     results["warnings"] = health_warnings(results)
-    atomic_torch_save(directory / Files.SAMPLES, {**tensors, **arrays})
-    paths = pair_figures(cfg, pair, results, arrays, samples, data)
+    atomic_torch_save(directory / Files.SAMPLES, {**tensors, **evaluation.arrays()})
+    paths = pair_figures(cfg, pair, results, evaluation, samples, data)
     atomic_write_json(directory / Files.RESULTS, results)
     atomic_write_text(directory / Files.RESULTS_CSV, _csv_row(results))
     if cfg.wandb.mode != "disabled":
-        log_wandb(cfg, pair, results, arrays, paths, samples)
+        log_wandb(cfg, pair, results, evaluation, paths, samples)
 
 
 def health_warnings(results: dict) -> list[str]:
@@ -295,25 +311,21 @@ def _csv_row(results: dict) -> str:
     return buffer.getvalue()
 
 
-def pair_figures(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dict, data: PairData) -> dict:
+def pair_figures(cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluation: PairEvaluation, samples: dict,
+                 data: PairData) -> dict:
     directory = pair.directory(cfg)
-    splits = sorted(samples)
-    ok = arrays["valid"]
+    splits, ok, measure = sorted(samples), evaluation.valid, cfg.eval.similarity
     count = min(cfg.eval.grid_samples, int(ok.sum()))
-    measure = cfg.eval.similarity
-    rows = []
-    for i in range(count):
-        row = [samples[s].images[ok][i] for s in splits]
-        row += [data.train[s][arrays[f"nearest_index_{s}_{measure}"][i]] for s in splits]
-        rows.append(row)
+    nearest_index = evaluation.agreements[measure].nearest_index
+    rows = [[samples[s].images[ok][i] for s in splits] + [data.train[s][nearest_index[s][i]] for s in splits]
+            for i in range(count)]
     titles = [f"sample {s}" for s in splits] + [f"nearest train {s}" for s in splits]
     paths = {}
     if rows:
         paths["samples"] = figures.image_rows(rows, titles, directory / "samples.png")
-    for m in sorted({k[3:] for k in arrays if k.startswith("ab_")}):  # the headline, and the paper's cosine (Figure 2)
+    for m, record in sorted(evaluation.agreements.items()):  # the headline, and the paper's cosine (Figure 2)
         name = "similarity_hist" if m == measure else f"similarity_hist_{m}"
-        paths[name] = figures.histograms({f"n = {pair.n}": similarity_series(arrays, m)}, m, directory / f"{name}.png",
-                                         density=True)
+        paths[name] = figures.histograms({f"n = {pair.n}": record.series()}, m, directory / f"{name}.png", density=True)
     curves = {f"{s} {kind}": results["psnr"][s][kind] for s in splits for kind in ("train", "test")}
     optimal = {f"{s} {kind}": results["psnr_optimal"][s][kind] for s in splits for kind in ("train", "test")
                if s in results.get("psnr_optimal", {})}
@@ -322,57 +334,28 @@ def pair_figures(cfg, pair: EvalPair, results: dict, arrays: dict, samples: dict
     paths["psnr"] = figures.psnr_curves(curves, directory / "psnr.png", title=f"{pair.dataset}, n = {pair.n}",
                                         references=optimal, reference_label="optimal (memorizing) denoiser",
                                         linear=gaussian, linear_label="Gaussian (Wiener) reference of the pool")
-    if "realism_spectrum_test" in arrays:
-        paths["realism"] = realism_figure(arrays, directory / "realism.png", title=f"{pair.dataset}, n = {pair.n}")
+    curves = evaluation.realism.curves(["test", *splits])
+    paths["realism"] = figures.realism(
+        curves["contrast"],
+        curves["spectrum"],
+        curves["histogram"],
+        controls.HISTOGRAM_RANGE,
+        directory / "realism.png",
+        f"{pair.dataset}, n = {pair.n}",
+    )
     for name in ("eigen_spectra", "eigenvectors"):
         if (directory / f"{name}.png").exists():
             paths[name] = directory / f"{name}.png"
     return paths
 
 
-def similarity_series(arrays: dict, measure: str) -> dict[str, list]:
-    """The histograms of one measure: A–B (same seed), sample–nearest training image (own and other split)
-    and, where samples.pt has them, the controls: A–B across seeds and held-out–nearest training image."""
-    names = {"A–B": "ab", "sample–nearest train": "nearest", "sample–nearest other split": "nearest_other",
-             "A–B, different seeds (control)": "cross_seed", "held-out–nearest train (novelty)": "novelty"}
-    return {label: arrays[f"{key}_{measure}"].tolist() for label, key in names.items() if f"{key}_{measure}" in arrays}
-
-
-def realism_figure(arrays: dict, path: Path, title: str = "") -> Path:
-    """Contrast, power spectra and pixel densities of each model's samples and of the held-out images."""
-    names = [k.removeprefix("realism_spectrum_") for k in arrays if k.startswith("realism_spectrum_")]
-    labels = {name: "held-out" if name == "test" else f"samples {name}" for name in sorted(names)}
-    pick = {kind: {labels[n]: arrays[f"realism_{kind}_{n}"].tolist() for n in labels} for kind in ("contrast", "spectrum", "histogram")}
-    return figures.realism(pick["contrast"], pick["spectrum"], pick["histogram"], controls.HISTOGRAM_RANGE, path, title)
-
-
-def log_wandb(cfg, pair: EvalPair, results: dict, arrays: dict, paths: dict, samples: dict) -> None:
+def log_wandb(
+    cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluation: PairEvaluation, paths: dict, samples: dict
+) -> None:
     """The pair's W&B run (job_type=eval): summary scalars and verdict, the per-σ PSNR table and plot of the
     models and references, the per-seed table, samples and figures (gdm.wandb_log)."""
     from gdm import wandb_log
 
     summary = scalars(results) | {"verdict": results.get("verdict")}
-    valid = arrays["valid"]
-    wandb_log.log_eval(cfg, pair, summary, results, per_seed_columns(cfg, arrays), paths,
-                       {s: r.images[valid] for s, r in samples.items()})
-
-
-def per_seed_columns(cfg: ExperimentConfig, arrays: dict) -> dict[str, list]:
-    """One row per valid seed: A–B similarity and, per split, the nearest own / other-split training image.
-
-    `nearest_<measure>` holds split A's samples then split B's (each as long as the valid seeds), so it is
-    cut in halves here rather than zipped against the per-seed columns.
-    """
-    valid = arrays["valid"]
-    columns: dict[str, list] = {"seed": (torch.arange(len(valid))[valid] + cfg.eval.seed).tolist()}
-    splits = sorted({k.split("_")[2] for k in arrays if k.startswith("nearest_index_")})
-    for measure in sorted({k[3:] for k in arrays if k.startswith("ab_")}):
-        columns[f"ab_{measure}"] = arrays[f"ab_{measure}"].tolist()
-        for which in ("nearest", "nearest_other"):
-            for split, half in zip(splits, arrays[f"{which}_{measure}"].chunk(len(splits)), strict=True):
-                columns[f"{which}_{split}_{measure}"] = half.tolist()
-        columns.update({f"nearest_index_{s}_{measure}": arrays[f"nearest_index_{s}_{measure}"].tolist() for s in splits})
-        if f"cross_seed_{measure}" in arrays:  # the control: median similarity of A's sample to B's other-seed samples
-            crossed = controls.cross_seed_per_seed(arrays[f"cross_seed_{measure}"]).tolist()
-            columns[f"cross_seed_{measure}"] = crossed if len(crossed) == len(columns["seed"]) else [None] * len(columns["seed"])
-    return columns
+    wandb_log.log_eval(cfg, pair, summary, results, evaluation.per_seed_columns(cfg.eval.seed), paths,
+                       {s: r.images[evaluation.valid] for s, r in samples.items()})

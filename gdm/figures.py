@@ -56,7 +56,14 @@ def histograms(groups: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str,
     for ax, (title, series) in zip(axes[0], groups.items(), strict=False):
         for label, values in series.items():
             finite = _finite(values)
-            ax.hist(finite, bins=HISTOGRAM_BINS, range=value_range, alpha=0.55, label=label, density=density and bool(finite))
+            ax.hist(
+                finite,
+                bins=HISTOGRAM_BINS,
+                range=value_range,
+                alpha=0.55,
+                label=label,
+                density=density and bool(finite),
+            )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
     if groups:
@@ -207,7 +214,9 @@ def realism(contrast: Mapping[str, Sequence[float]], spectra: Mapping[str, Seque
     low, high = histogram_range([v for values in contrast.values() for v in values])
     for label, values in contrast.items():
         finite = _finite(values)
-        axes[0].hist(finite, bins=HISTOGRAM_BINS, range=(max(low, 0.0), high), alpha=0.5, label=label, density=bool(finite))
+        axes[0].hist(
+            finite, bins=HISTOGRAM_BINS, range=(max(low, 0.0), high), alpha=0.5, label=label, density=bool(finite)
+        )
     axes[0].set_xlabel("per-image std (contrast)")
     for label, values in spectra.items():
         axes[1].loglog(range(1, len(values) + 1), [v if v > 0 else math.nan for v in values], "o-", ms=3, label=label)

@@ -19,6 +19,7 @@ from gdm import figures, lifecycle
 from gdm.cells import EvalPair, Files, data_dir, expand_pairs, report_dir
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_write_json, atomic_write_text, file_sha256, read_json, stable_hash
+from gdm.pair_records import Agreement, Realism
 
 SPLITS = ("A", "B")
 
@@ -154,7 +155,9 @@ MARKDOWN_COLUMNS = (
     # new image reaches the novelty level; test PSNR minus the Gaussian (Wiener) reference, worst σ of the band
     _Column("A–B correlation, other seeds", ("cross_seed_correlation_median",), optional=True),
     _Column("held-out–nearest correlation (novelty)", ("novelty_correlation_median",), optional=True),
-    _Column("test − Gaussian ref. (dB), min A/B", ("gaussian_margin_db_min_A", "gaussian_margin_db_min_B"), 2, optional=True),
+    _Column(
+        "test − Gaussian ref. (dB), min A/B", ("gaussian_margin_db_min_A", "gaussian_margin_db_min_B"), 2, optional=True
+    ),
     _Column("contrast A/B/held-out", ("contrast_A", "contrast_B", "contrast_test"), 3, optional=True),
     _Column("spectrum dist. A/B (dB)", ("spectrum_distance_db_A", "spectrum_distance_db_B"), 1, optional=True),
     _Column("histogram dist. A/B", ("histogram_distance_A", "histogram_distance_B"), 3, optional=True),
@@ -217,10 +220,12 @@ def _similarity_figures(dataset: str, mine, out: Path) -> None:
 def _histogram_figure(measure: str, dataset: str, arrays: dict, out: Path) -> None:
     """Per-seed similarities, one panel per n, with the controls samples.pt holds (other split, other
     seeds, held-out images); each series scaled to unit area, as they differ in length."""
-    names = {"A–B": f"ab_{measure}", "nearest train": f"nearest_{measure}",
-             "nearest other split": f"nearest_other_{measure}", "A–B, other seeds": f"cross_seed_{measure}",
-             "held-out–nearest train": f"novelty_{measure}"}
-    groups = {f"n = {n}": {label: a[key].tolist() for label, key in names.items() if key in a} for n, a in arrays.items()}
+    names = {"A–B": "ab", "nearest train": "nearest", "nearest other split": "nearest_other",
+             "A–B, other seeds": "cross_seed", "held-out–nearest train": "novelty"}
+    keys = {label: Agreement.key(kind, measure) for label, kind in names.items()}
+    groups = {
+        f"n = {n}": {label: a[key].tolist() for label, key in keys.items() if key in a} for n, a in arrays.items()
+    }
     figures.histograms(groups, measure, out / f"{dataset}_similarity_hist.png", density=True)
 
 
@@ -259,7 +264,9 @@ def _trace_figure(dataset: str, mine, out: Path) -> None:
     if not measured:
         return
     ns = [p.n for p, _ in measured]
-    series = {f"model {s}": [_mean(j.get("trace") for j in jacobian_records(r, s)) for _, r in measured] for s in SPLITS}
+    series = {
+        f"model {s}": [_mean(j.get("trace") for j in jacobian_records(r, s)) for _, r in measured] for s in SPLITS
+    }
     references = {f"optimal {s}": [_mean((j.get("optimal") or {}).get("trace") for j in jacobian_records(r, s))
                                    for _, r in measured] for s in SPLITS}
     references = {label: values for label, values in references.items() if any(v is not None for v in values)}
@@ -300,13 +307,13 @@ def _controls_figure(dataset: str, mine, out: Path) -> None:
 
 def _realism_figure(dataset: str, arrays: dict, out: Path) -> None:
     """Model A's sample contrast, power spectrum and pixel density for every n, beside the held-out images'."""
-    have = {n: a for n, a in arrays.items() if "realism_spectrum_A" in a}
+    have = {n: a for n, a in arrays.items() if Realism.key("spectrum", "A") in a}
     if not have:
         return
-    pick = {kind: {f"n = {n} A": a[f"realism_{kind}_A"].tolist() for n, a in have.items()} for kind in ("contrast", "spectrum", "histogram")}
+    pick = {kind: {f"n = {n} A": a[Realism.key(kind, "A")].tolist() for n, a in have.items()} for kind in Realism.KINDS}
     held_out = next(iter(have.values()))
     for kind in pick:
-        pick[kind]["held-out"] = held_out[f"realism_{kind}_test"].tolist()
+        pick[kind]["held-out"] = held_out[Realism.key(kind, "test")].tolist()
     from gdm.analysis.controls import HISTOGRAM_RANGE
 
     figures.realism(pick["contrast"], pick["spectrum"], pick["histogram"], HISTOGRAM_RANGE,
@@ -326,7 +333,7 @@ def _grid(cfg: ExperimentConfig, dataset: str, mine, arrays: dict, out: Path) ->
         if int(valid.sum()) < k:
             continue
         train = load_split(folder, "A", p.n)
-        index = a[f"nearest_index_A_{measure}"]
+        index = a[Agreement.key("nearest_index", measure, "A")]
         sa, sb = a["samples_A"][valid], a["samples_B"][valid]
         rows.append([img for i in range(k) for img in (sa[i], sb[i], train[index[i]])])
         labels.append(f"n={p.n}" + (f"\n{r['verdict']}" if r.get("verdict") else ""))

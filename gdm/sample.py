@@ -7,8 +7,9 @@ the effective noise σ_t² = ‖d_t‖²/D is read off the residual itself, so t
 
 until σ_t ≤ σ_∞. With `authors_loop` (as in the authors' algorithm_inv_prob.py) h_t follows the
 increasing schedule and the update of the step whose σ_t fell below σ_∞ is still made before stopping
-(the y it gives is not measured again; only the final denoise checks it is finite). The randomness of sample i (its start y_0 and every z_t) is a function of (seed_i, t)
-only, so A and B models driven by the same seeds see the same noise whatever the batch, order or rank.
+(the y it gives is not measured again; only the final denoise checks it is finite). The randomness of
+sample i (its start y_0 and every z_t) is a function of (seed_i, t) only (gdm.seeds.noise_key), so A and B
+models driven by the same seeds see the same noise whatever the batch, order or rank.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from gdm.config import SamplerConfig
+from gdm.seeds import noise_key
 
 
 @dataclass
@@ -34,8 +35,7 @@ class SampleResult:
 
 def noise(seed: int, step: int, shape: Sequence[int]) -> torch.Tensor:
     """z for (seed, step): a generator keyed by both, so it never depends on the batch."""
-    key = int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(key))
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(noise_key(seed, step)))
 
 
 def noise_batch(seeds: Sequence[int], step: int, shape: Sequence[int], device) -> torch.Tensor:
@@ -63,7 +63,9 @@ def sample(
     """Samples for `seeds`, drawn `batch_size` at a time (results do not depend on the batching)."""
     seeds = [int(s) for s in seeds]
     size = batch_size or len(seeds)
-    parts = [_sample_batch(denoiser, seeds[i : i + size], shape, cfg, device) for i in _chunks(len(seeds), size, progress)]
+    parts = [
+        _sample_batch(denoiser, seeds[i : i + size], shape, cfg, device) for i in _chunks(len(seeds), size, progress)
+    ]
     return SampleResult(*(torch.cat(tensors) for tensors in zip(*parts, strict=False)))
 
 

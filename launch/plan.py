@@ -84,7 +84,9 @@ def _eval_flops(cfg: ExperimentConfig, dataset: str, cost: NetworkCost) -> float
     sampling = 2 * e.num_samples * sampler_steps(cfg) * cost.forward_flops
     curves = 2 * 2 * e.psnr_images * len(e.psnr_sigmas) * cost.forward_flops
     pixels = cfg.datasets[dataset].image_size ** 2
-    jacobians = 2 * e.jacobian.num_images * len(e.jacobian.sigmas) * pixels * cost.train_flops if e.jacobian.enabled else 0
+    jacobians = (
+        2 * e.jacobian.num_images * len(e.jacobian.sigmas) * pixels * cost.train_flops if e.jacobian.enabled else 0
+    )
     return sampling + curves + jacobians
 
 
@@ -109,9 +111,11 @@ def format_plan(cfg: ExperimentConfig, plan: Plan) -> str:
     lines += _jobs(cfg, plan)
     todo_train = sum(plan.train_hours_per_cell[c.dataset] for c in plan.cells_todo)
     todo_eval = sum(plan.eval_hours_per_pair[p.dataset] for p in plan.pairs_todo)
-    lines.append("compute (device-hours at launch.*.sustained_tflops): "
-                 + ", ".join(f"{name} {h:.3g} per cell" for name, h in plan.train_hours_per_cell.items())
-                 + f"; to do: training {todo_train:.3g}, evaluation {todo_eval:.3g}, total {todo_train + todo_eval:.3g}")
+    lines.append(
+        "compute (device-hours at launch.*.sustained_tflops): "
+        + ", ".join(f"{name} {h:.3g} per cell" for name, h in plan.train_hours_per_cell.items())
+        + f"; to do: training {todo_train:.3g}, evaluation {todo_eval:.3g}, total {todo_train + todo_eval:.3g}"
+    )
     lines.append("disk: " + ", ".join(f"{k} {_size(v)}" for k, v in plan.disk_bytes.items())
                  + f", total {_size(sum(plan.disk_bytes.values()))}")
     lines += [f"  train {c.cell_id}" for c in plan.cells_todo] + [f"  eval  {p.pair_id}" for p in plan.pairs_todo]

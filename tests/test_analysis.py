@@ -153,7 +153,9 @@ class TinyBiasFree(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1, bias=False))
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1, bias=False)
+        )
         self.eval()
 
     def forward(self, y):
@@ -211,7 +213,9 @@ def test_empirical_optimal_jacobian_is_posterior_covariance_over_sigma_squared()
     sigma = 0.5
     den = EmpiricalDenoiser(train, sigma).eval()
     for seed in range(3):
-        y = train[seed % 5] + sigma * torch.randn((1, 4, 4), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        y = train[seed % 5] + sigma * torch.randn(
+            (1, 4, 4), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
         J = jacobian.jacobian(den, y)
         expected = posterior_covariance(den, y) / sigma**2
         assert expected.abs().max() > 1e-3  # weights spread over several images: a real test
@@ -234,7 +238,9 @@ def test_posterior_covariance_keeps_only_the_images_that_carry_weight():
     den = EmpiricalDenoiser(train, sigma, chunk=64)
     w = den.weights(y[None])[0]
     assert w[0] > 1 - 1e-12 and torch.allclose(den(y[None])[0], train[0], atol=1e-9)
-    full = (train.flatten(1) * w[:, None]).T @ train.flatten(1) - torch.outer(w @ train.flatten(1), w @ train.flatten(1))
+    full = (train.flatten(1) * w[:, None]).T @ train.flatten(1) - torch.outer(
+        w @ train.flatten(1), w @ train.flatten(1)
+    )
     assert torch.allclose(posterior_covariance(den, y), full, atol=1e-12)
 
 

@@ -42,9 +42,18 @@ def test_pair_ids_carry_their_cells_and_eval_settings(tiny_overrides):
     pair = expand_pairs(base)[0]
     assert pair.pair_id == f"disks/n000001-eval-{pair.settings_hash}"
     assert pair.settings_hash == stable_hash(pair_settings(base, pair.cells), 8)
-    assert pair_settings(base, pair.cells)["cells"] == {"A": pair.cells[0].settings_hash, "B": pair.cells[1].settings_hash}
+    assert pair_settings(base, pair.cells)["cells"] == {
+        "A": pair.cells[0].settings_hash,
+        "B": pair.cells[1].settings_hash,
+    }
     # every setting that changes a pair's numbers gives a new pair folder …
-    for change in ("eval.num_samples=6", "sampler.h0=0.1", "eval.psnr_sigmas=[0.2]", "trainer.max_steps=7", "eval.seed=3"):
+    for change in (
+        "eval.num_samples=6",
+        "sampler.h0=0.1",
+        "eval.psnr_sigmas=[0.2]",
+        "trainer.max_steps=7",
+        "eval.seed=3",
+    ):
         other = expand_pairs(load_config(None, [*tiny_overrides, change]))[0]
         assert other.pair_id != pair.pair_id, change
     # … and figure-only settings do not
@@ -55,5 +64,8 @@ def test_stable_hash_is_canonical_json():
     assert stable_hash({"b": 1, "a": [1, 2]}) == stable_hash({"a": [1, 2], "b": 1})
     import hashlib
 
-    assert stable_hash({"a": 1}, 12) == hashlib.sha256(json.dumps({"a": 1}, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert (
+        stable_hash({"a": 1}, 12)
+        == hashlib.sha256(json.dumps({"a": 1}, separators=(",", ":")).encode()).hexdigest()[:12]
+    )
     assert stable_hash("text") == hashlib.sha256(b"text").hexdigest()

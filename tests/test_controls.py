@@ -34,8 +34,12 @@ def test_wiener_denoiser_is_the_closed_form_linear_estimator():
     covariance = torch.cov(flat.T, correction=0)
     y = images[:4] + 0.2 * torch.randn(images[:4].shape, generator=_generator(2))
     centred = (y.flatten(1).double() - model.mean).T
-    expected = model.mean[:, None] + covariance @ torch.linalg.solve(covariance + 0.04 * torch.eye(36, dtype=torch.float64), centred)
-    torch.testing.assert_close(controls.WienerDenoiser(model, 0.2)(y).flatten(1).double(), expected.T.float().double(), atol=1e-5, rtol=0)
+    expected = model.mean[:, None] + covariance @ torch.linalg.solve(
+        covariance + 0.04 * torch.eye(36, dtype=torch.float64), centred
+    )
+    torch.testing.assert_close(
+        controls.WienerDenoiser(model, 0.2)(y).flatten(1).double(), expected.T.float().double(), atol=1e-5, rtol=0
+    )
 
 
 def test_gaussian_reference_on_gaussian_data_equals_the_closed_form_wiener_psnr():
@@ -79,7 +83,9 @@ def test_realism_distances_vanish_for_a_set_against_itself_and_are_large_for_noi
     again = controls.realism_distances(held_out, held_out)
     assert again == {"contrast_distance": 0.0, "spectrum_distance_db": 0.0, "histogram_distance": 0.0}
     fresh = controls.realism_distances(controls.realism_profile(_smooth_images(256, seed=8)), held_out)
-    assert fresh["contrast_distance"] < 0.05 and fresh["spectrum_distance_db"] < 0.5 and fresh["histogram_distance"] < 0.01
+    assert (
+        fresh["contrast_distance"] < 0.05 and fresh["spectrum_distance_db"] < 0.5 and fresh["histogram_distance"] < 0.01
+    )
     noise = 0.5 + 0.5 * torch.randn(256, 1, 16, 16, generator=_generator(9))
     far = controls.realism_distances(controls.realism_profile(noise), held_out)
     assert far["contrast_distance"] > 2.0 and far["spectrum_distance_db"] > 10.0 and far["histogram_distance"] > 0.2
@@ -102,19 +108,28 @@ def _evidence(**changes) -> PairEvidence:
     return PairEvidence(**{**fields, **changes})
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({}, "generalizing"),
-    ({"memorized_fraction": 0.97, "agreement": 0.3, "nearest": 0.99, "gaps_db": (20.0, 18.0)}, "memorizing"),
-    # two equally underfit smoothers: they agree, train = test, but both are below the linear filter
-    ({"agreement": 0.9, "nearest": 0.5, "cross_seed": 0.6, "gaussian_margins_db": ((-6.0, -3.0), (-5.0, -2.0))}, "underfit"),
-    ({"agreement": 0.4, "nearest": 0.84}, "transitional"),  # agreement below the nearest training image
-    ({"agreement": 0.5, "nearest": 0.3, "cross_seed": 0.6}, "transitional"),  # agreement no better than other seeds
-    ({"gaps_db": (0.1, 0.5)}, "transitional"),  # the gap must be below GAP_DB for every model
-    ({"gaussian_margins_db": ((0.9, -0.1), (0.8, 1.5))}, "transitional"),  # below the reference at one σ of the band
-    ({"gaussian_margins_db": ((-3.0, -2.0), (-3.0, -2.0)), "gaps_db": (4.0, 5.0)}, "transitional"),  # overfitting
-    ({"gaussian_margins_db": ()}, "generalizing"),  # no Gaussian reference measured: that condition is not checked
-    ({"agreement": None, "memorized_fraction": None}, "transitional"),  # every sample diverged
-])
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, "generalizing"),
+        ({"memorized_fraction": 0.97, "agreement": 0.3, "nearest": 0.99, "gaps_db": (20.0, 18.0)}, "memorizing"),
+        # two equally underfit smoothers: they agree, train = test, but both are below the linear filter
+        (
+            {"agreement": 0.9, "nearest": 0.5, "cross_seed": 0.6, "gaussian_margins_db": ((-6.0, -3.0), (-5.0, -2.0))},
+            "underfit",
+        ),
+        ({"agreement": 0.4, "nearest": 0.84}, "transitional"),  # agreement below the nearest training image
+        ({"agreement": 0.5, "nearest": 0.3, "cross_seed": 0.6}, "transitional"),  # agreement no better than other seeds
+        ({"gaps_db": (0.1, 0.5)}, "transitional"),  # the gap must be below GAP_DB for every model
+        (
+            {"gaussian_margins_db": ((0.9, -0.1), (0.8, 1.5))},
+            "transitional",
+        ),  # below the reference at one σ of the band
+        ({"gaussian_margins_db": ((-3.0, -2.0), (-3.0, -2.0)), "gaps_db": (4.0, 5.0)}, "transitional"),  # overfitting
+        ({"gaussian_margins_db": ()}, "generalizing"),  # no Gaussian reference measured: that condition is not checked
+        ({"agreement": None, "memorized_fraction": None}, "transitional"),  # every sample diverged
+    ],
+)
 def test_each_verdict_arises_on_a_constructed_case(changes, expected):
     assert controls.verdict(_evidence(**changes)) == expected
 

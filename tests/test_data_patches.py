@@ -39,8 +39,11 @@ def _photos(folder, seed: int = 0) -> dict:
     """Two textured photographs (an RGB 40×36 and a gray 24×24) and a flat one, as PNG files."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"a.png": rng.integers(0, 256, (36, 40, 3), dtype=np.uint8), "b.png": rng.integers(0, 256, (24, 24), dtype=np.uint8),
-              "flat.png": np.full((16, 16), 90, dtype=np.uint8)}
+    arrays = {
+        "a.png": rng.integers(0, 256, (36, 40, 3), dtype=np.uint8),
+        "b.png": rng.integers(0, 256, (24, 24), dtype=np.uint8),
+        "flat.png": np.full((16, 16), 90, dtype=np.uint8),
+    }
     for name, array in arrays.items():
         Image.fromarray(array).save(folder / name)
     return arrays
@@ -57,7 +60,11 @@ def test_patches_of_a_folder_at_two_scales(tmp_path):
     np.testing.assert_allclose(made.images[0], gray[:8, :8], atol=1e-6)  # first file, scale 1, first tile
     np.testing.assert_allclose(made.images[24], arrays["b.png"][:8, :8] / 255, atol=1e-6)
     records = made.info["source_files"]
-    assert [r["name"] for r in records] == ["a.png", "b.png", "flat.png"] and [r["patches"] for r in records] == [24, 10, 0]
+    assert [r["name"] for r in records] == ["a.png", "b.png", "flat.png"] and [r["patches"] for r in records] == [
+        24,
+        10,
+        0,
+    ]
     assert records[1]["sha256"] == hashlib.sha256((tmp_path / "photos" / "b.png").read_bytes()).hexdigest()
 
 
@@ -67,7 +74,9 @@ def test_prepared_patches_are_stored_as_float_and_a_changed_photo_is_refused(tmp
                       shard_size=8, params={"dedup_threshold": 1.0})
     manifest = prepare_dataset(data, tmp_path / "data")
     assert manifest["pixel_dtype"] == "float32" and manifest["params"]["min_std"] == 0.01
-    assert {r["name"]: r["sha256"] for r in manifest["source_files"]}["a.png"] == patches.file_sha256(tmp_path / "photos" / "a.png")
+    assert {r["name"]: r["sha256"] for r in manifest["source_files"]}["a.png"] == patches.file_sha256(
+        tmp_path / "photos" / "a.png"
+    )
     made = FAMILIES["patches"].generate(data, 1, 0).images
     loaded = np.concatenate([load_split(tmp_path / "data", s).numpy()[:, 0] for s in ("test", "A", "B")])
     assert {x.tobytes() for x in loaded} <= {x.tobytes() for x in made}  # exact values, no 8-bit rounding

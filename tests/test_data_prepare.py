@@ -175,3 +175,25 @@ def test_manifest_records_checksums(prepared):
     assert len(manifest["shards"]["pool"]) == 6 and len(manifest["shards"]["test"]) == 1
     assert set(manifest["index_sha256"]) == {"pool", "test"} and manifest["deduplicated"] == 0
     assert manifest["family"] == "disks" and manifest["params"] == FAMILIES["disks"].defaults | {}
+
+
+def test_a_shard_is_the_ustar_tar_the_standard_library_writes(tmp_path):
+    """webdataset.TarWriter with the fixed metadata gives, byte for byte, the tar that `tarfile` writes by
+    hand: members <key>.img.npy, .index.txt, .params.npy in that order, mtime 0, mode 0444, no owner."""
+    import io
+    import tarfile
+
+    from gdm.data.shards import npy_bytes, write_shard
+
+    images = np.random.default_rng(0).random((3, 4, 4)).astype(np.float32)
+    params = np.random.default_rng(1).random((3, 2))
+    write_shard(tmp_path / "s.tar", images, params, start=7)
+    expected = io.BytesIO()
+    with tarfile.open(fileobj=expected, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for offset in range(3):
+            for suffix, payload in (("img.npy", npy_bytes(images[offset])), ("index.txt", str(7 + offset).encode()),
+                                    ("params.npy", npy_bytes(params[offset]))):
+                info = tarfile.TarInfo(f"{7 + offset:08d}.{suffix}")
+                info.size, info.mtime, info.mode = len(payload), 0, 0o444
+                tar.addfile(info, io.BytesIO(payload))
+    assert (tmp_path / "s.tar").read_bytes() == expected.getvalue()

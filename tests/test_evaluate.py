@@ -11,7 +11,8 @@ from torch import nn
 from gdm.analysis import controls, similarity
 from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
 from gdm.cells import expand_pairs
-from gdm.evaluate import PairData, pair_figures, per_seed_columns, summarize
+from gdm.evaluate import PairData, pair_figures, summarize
+from gdm.pair_records import Agreement, PairEvaluation, Realism
 from gdm.sample import SampleResult
 
 
@@ -37,7 +38,9 @@ def _result(images, diverged):
 
 
 def _pair_data(cfg):
-    return PairData({"A": Shrink(), "B": Shrink()}, {"A": _images(5, 1), "B": _images(5, 2)}, _images(6, 3), None, "disks")
+    return PairData(
+        {"A": Shrink(), "B": Shrink()}, {"A": _images(5, 1), "B": _images(5, 2)}, _images(6, 3), None, "disks"
+    )
 
 
 def _finite_or_none(value):
@@ -53,7 +56,8 @@ def test_diverged_samples_are_counted_and_leave_every_statistic_finite(tiny_conf
     a = _images(4, 4)
     a[1] = float("nan")  # a sample that blew up
     samples = {"A": _result(a, [False, True, False, False]), "B": _result(_images(4, 5), [False] * 4)}
-    results, arrays = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
+    results, evaluation = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
+    arrays = evaluation.arrays()
     assert results["diverged_A"] == 1 and results["diverged_B"] == 0
     assert arrays["valid"].tolist() == [True, False, True, True]
     assert len(arrays["ab_correlation"]) == 3 and _finite_or_none(results)
@@ -69,13 +73,37 @@ def test_all_diverged_gives_none_not_nan(tiny_config):
     assert _finite_or_none(results)
 
 
+def _per_seed_columns(cfg, arrays: dict, measure: str) -> dict:
+    """The per-seed W&B table of samples.pt-style arrays, read back through the typed record."""
+    record = Agreement.from_arrays(arrays, measure, ["A", "B"])
+    return PairEvaluation(arrays["valid"], {measure: record}, Realism({}, ())).per_seed_columns(cfg.eval.seed)
+
+
+def test_samples_pt_arrays_round_trip_through_the_typed_records(tiny_config):
+    """Every array evaluate writes to samples.pt is read back into the same record (one key definition)."""
+    samples = {s: _result(_images(5, 40 + i), [False, False, True, False, False]) for i, s in enumerate("AB")}
+    _, evaluation = summarize(tiny_config, expand_pairs(tiny_config)[0], _pair_data(tiny_config), samples, "cpu")
+    arrays = evaluation.arrays()
+    assert arrays["valid"].tolist() == [True, True, False, True, True]
+    for measure, record in evaluation.agreements.items():
+        back = Agreement.from_arrays(arrays, measure, ["A", "B"])
+        assert back.arrays().keys() == record.arrays().keys()
+        assert all(torch.equal(back.arrays()[k], v) for k, v in record.arrays().items())
+        assert len(back.nearest["A"]) == len(back.nearest["B"]) == 4  # the halves, split by model
+        assert torch.equal(back.nearest["B"], record.nearest["B"]) and not torch.equal(
+            back.nearest["A"], back.nearest["B"]
+        )
+    realism = {k for k in arrays if k.startswith("realism_")}
+    assert realism == {Realism.key(kind, x) for kind in Realism.KINDS for x in ("test", "A", "B")}
+
+
 def test_per_seed_columns_split_the_nearest_arrays_by_model(tiny_config):
     arrays = {"valid": torch.tensor([True, False, True]),
               "ab_cosine": torch.tensor([0.1, 0.2]),
               "nearest_cosine": torch.tensor([1.0, 2.0, 3.0, 4.0]),  # A's two samples, then B's
               "nearest_other_cosine": torch.tensor([5.0, 6.0, 7.0, 8.0]),
               "nearest_index_A_cosine": torch.tensor([3, 4]), "nearest_index_B_cosine": torch.tensor([0, 1])}
-    columns = per_seed_columns(tiny_config, arrays)
+    columns = _per_seed_columns(tiny_config, arrays, "cosine")
     seed = tiny_config.eval.seed
     assert columns["seed"] == [seed, seed + 2]
     assert columns["nearest_A_cosine"] == [1.0, 2.0] and columns["nearest_B_cosine"] == [3.0, 4.0]
@@ -110,8 +138,11 @@ def test_optimal_geometry_of_one_image_is_zero_and_compares_jacobians():
 
 def test_controls_and_verdict_enter_the_results(tiny_config):
     data = _pair_data(tiny_config)
-    copies = {s: _result(data.train[s][[0, 1, 2, 3]].clone(), [False] * 4) for s in "AB"}  # every sample a training image
-    results, arrays = summarize(tiny_config, expand_pairs(tiny_config)[0], data, copies, "cpu")
+    copies = {
+        s: _result(data.train[s][[0, 1, 2, 3]].clone(), [False] * 4) for s in "AB"
+    }  # every sample a training image
+    results, evaluation = summarize(tiny_config, expand_pairs(tiny_config)[0], data, copies, "cpu")
+    arrays = evaluation.arrays()
     assert results["verdict"] == "memorizing" and results["memorized_fraction"] == 1.0
     assert results["verdict_checks"]["memorized_majority"] is True
     assert len(arrays["cross_seed_correlation"]) == 4 * 3 and len(arrays["novelty_correlation"]) == 2 * 6
@@ -154,7 +185,7 @@ def test_per_seed_columns_carry_the_cross_seed_control(tiny_config):
               "nearest_index_A_correlation": torch.zeros(3, dtype=torch.long),
               "nearest_index_B_correlation": torch.zeros(3, dtype=torch.long),
               "cross_seed_correlation": controls.cross_seed("correlation", a, b)}
-    column = per_seed_columns(tiny_config, arrays)["cross_seed_correlation"]
+    column = _per_seed_columns(tiny_config, arrays, "correlation")["cross_seed_correlation"]
     matrix = similarity.correlation_matrix(a, b)
     assert column[0] == pytest.approx(float(matrix[0, 1:].median()))  # seed 0 against B's seeds 1 and 2
     assert len(column) == 3
@@ -169,9 +200,9 @@ def test_pair_figures_draw_the_controls(tiny_config, monkeypatch):
     data = _pair_data(tiny_config)
     samples = {s: _result(_images(4, 30 + i), [False] * 4) for i, s in enumerate("AB")}
     pair = expand_pairs(tiny_config)[0]
-    results, arrays = summarize(tiny_config, pair, data, samples, "cpu")
+    results, evaluation = summarize(tiny_config, pair, data, samples, "cpu")
     pair.directory(tiny_config).mkdir(parents=True)
-    paths = pair_figures(tiny_config, pair, results, arrays, samples, data)
+    paths = pair_figures(tiny_config, pair, results, evaluation, samples, data)
     assert {"samples", "similarity_hist", "psnr", "realism"} <= set(paths)
     assert all(paths[k].read_bytes()[:4] == b"\x89PNG" for k in paths)
     labels = {t.get_text() for fig in drawn for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}

@@ -78,7 +78,9 @@ def fake_prepare(data, data_dir: Path, *, progress: bool = False) -> dict:
 
 
 def fake_steps(fail: tuple[str, ...] = (), delay: float = 0.05, slow: tuple[str, ...] = ()) -> GridSteps:
-    return GridSteps(prepare=fake_prepare, verify=None, fit=FakeFit(fail, delay, slow), evaluate=FakeEval(), report=None)
+    return GridSteps(
+        prepare=fake_prepare, verify=None, fit=FakeFit(fail, delay, slow), evaluate=FakeEval(), report=None
+    )
 
 
 def assert_evals_after_cells(cfg: ExperimentConfig) -> None:
@@ -170,10 +172,16 @@ def test_status_rows_and_table(tiny_overrides):
     rows = status_rows(cfg)
     assert [r["kind"] for r in rows] == ["train"] * 4 + ["eval"] * 2
     by_id = {r["id"]: r for r in rows}
-    assert by_id[bad.cell_id]["state"] == "failed" and by_id[bad.cell_id]["error"] == f"RuntimeError: boom in {bad.cell_id}"
+    assert (
+        by_id[bad.cell_id]["state"] == "failed"
+        and by_id[bad.cell_id]["error"] == f"RuntimeError: boom in {bad.cell_id}"
+    )
     assert by_id[expand_cells(cfg)[0].cell_id]["step"] == cfg.trainer.max_steps
     blocked = expand_pairs(cfg)[0]
-    assert by_id[blocked.pair_id]["state"] == "pending" and by_id[blocked.pair_id]["error"] == f"waits on failed cell {bad.cell_id}"
+    assert (
+        by_id[blocked.pair_id]["state"] == "pending"
+        and by_id[blocked.pair_id]["error"] == f"waits on failed cell {bad.cell_id}"
+    )
     table = format_status(rows)
     assert table.splitlines()[0].split()[:3] == ["kind", "id", "state"]
     assert table.splitlines()[-1] == "4 done, 1 failed, 1 pending"
@@ -199,9 +207,11 @@ def test_a_live_owner_is_adopted_not_duplicated(tiny_overrides):
     cfg = tiny_cfg(tiny_overrides, "launch.poll_seconds=0.1")
     owned = expand_cells(cfg)[2]
     folder = owned.directory(cfg)
-    script = ("import sys, time; from gdm import lifecycle; "
-              f"lease = lifecycle.Lease({str(folder)!r}).acquire(); lifecycle.start({str(folder)!r}, {{}}, job_id='other'); "
-              "print('held', flush=True); time.sleep(3); lifecycle.finish(" + repr(str(folder)) + ", step=6)")
+    script = (
+        "import sys, time; from gdm import lifecycle; "
+        f"lease = lifecycle.Lease({str(folder)!r}).acquire(); lifecycle.start({str(folder)!r}, {{}}, job_id='other'); "
+        "print('held', flush=True); time.sleep(3); lifecycle.finish(" + repr(str(folder)) + ", step=6)"
+    )
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout.readline().strip() == "held"
@@ -233,8 +243,12 @@ def test_train_task_records_slurm_ids_and_ddp_shape(tiny_overrides):
     seen = {}
 
     def fit(cfg_in, cell_in, *, progress=False, plugins=None):
-        seen.update(devices=cfg_in.trainer.devices, plugins=plugins, record=lifecycle.status(cell_in.directory(cfg_in)).record,
-                    running=lifecycle.status(cell_in.directory(cfg_in)).state)
+        seen.update(
+            devices=cfg_in.trainer.devices,
+            plugins=plugins,
+            record=lifecycle.status(cell_in.directory(cfg_in)).record,
+            running=lifecycle.status(cell_in.directory(cfg_in)).state,
+        )
         return cell_in.directory(cfg_in)
 
     env = read_slurm_env({"SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1",
@@ -262,6 +276,8 @@ def test_slurm_parameters_and_registry(tmp_path, tiny_overrides):
     params = _slurm_parameters(cfg.launch.train, max_parallel=8)
     assert params["slurm_partition"] == "gpu" and params["gpus_per_node"] == 4 and params["tasks_per_node"] == 4
     assert params["slurm_array_parallelism"] == 8 and params["slurm_setup"] == ["module load cuda"]
-    assert "slurm_account" not in params and "gpus_per_node" not in _slurm_parameters(replace(cfg.launch.train, gpus_per_node=0), 1)
+    assert "slurm_account" not in params and "gpus_per_node" not in _slurm_parameters(
+        replace(cfg.launch.train, gpus_per_node=0), 1
+    )
     with pytest.raises(ValueError, match="unknown executor"):
         make_executor("kubernetes", tmp_path, cfg.launch.train)

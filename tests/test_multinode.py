@@ -36,8 +36,16 @@ HOSTS = {"gdm-n1", "gdm-n2"}
 # Long enough that a USR2 lands mid-training (a step across the two namespaces takes some 50 ms here).
 STEPS = ["trainer.max_steps=400", "trainer.checkpoint_every=25", "trainer.log_every=25"]
 # One CPU per task, so that two tasks fit on one host (2 CPUs) for the one-node reference.
-RESOURCES = ["launch.executor=slurm", "launch.train.cpus_per_task=1", "launch.train.mem_gb=1",
-             "launch.train.time_min=10", "launch.train.max_requeues=5", "n_train=[4]", "splits=[A]", "wandb.mode=disabled"]
+RESOURCES = [
+    "launch.executor=slurm",
+    "launch.train.cpus_per_task=1",
+    "launch.train.mem_gb=1",
+    "launch.train.time_min=10",
+    "launch.train.max_requeues=5",
+    "n_train=[4]",
+    "splits=[A]",
+    "wandb.mode=disabled",
+]
 # The trainer's layout stated as the job's (README: trainer.devices = launch.train.tasks_per_node).
 TWO_NODES = ["launch.train.nodes=2", "launch.train.tasks_per_node=1", "trainer.num_nodes=2", "trainer.devices=1"]
 ONE_NODE = ["launch.train.nodes=1", "launch.train.tasks_per_node=2", "trainer.num_nodes=1", "trainer.devices=2"]

@@ -95,7 +95,10 @@ def test_nearest_training_image_is_the_most_correlated_in_each_split(finished):
         for split in ("A", "B"):
             train = load_split(cfg.run_dir / "data" / pair.dataset, split, pair.n).numpy()
             scores = _correlation(arrays[f"samples_{split}"][valid].numpy(), train)
-            assert np.array_equal(arrays[f"nearest_index_{split}_correlation"].numpy(), scores.argmax(1)), (pair.n, split)
+            assert np.array_equal(arrays[f"nearest_index_{split}_correlation"].numpy(), scores.argmax(1)), (
+                pair.n,
+                split,
+            )
 
 
 def test_wandb_offline_runs_are_dashboard_ready(finished, capsys):
@@ -144,7 +147,12 @@ def test_report_and_resolved_config(finished):
     report = cfg.run_dir / "report"
     table = (report / "summary.md").read_text()
     assert all(f"| disks | {n} |" in table for n in cfg.n_train)
-    for name in ("disks_samples_vs_n.png", "disks_correlation_vs_n.png", "disks_psnr_A.png", "disks_similarity_hist.png"):
+    for name in (
+        "disks_samples_vs_n.png",
+        "disks_correlation_vs_n.png",
+        "disks_psnr_A.png",
+        "disks_similarity_hist.png",
+    ):
         assert min(_png_size(report / name)) > 100, name
     rows = (report / "summary.csv").read_text().splitlines()
     header = rows[0].split(",")

@@ -147,7 +147,9 @@ def write_fake_run(cfg, results_for) -> None:
         directory = pair.directory(cfg)
         directory.mkdir(parents=True)
         (directory / "results.json").write_text(json.dumps(results_for(pair.n)))
-        similarities = {f"{kind}_correlation": torch.linspace(0.3, 0.9, 4) for kind in ("ab", "nearest", "nearest_other")}
+        similarities = {
+            f"{kind}_correlation": torch.linspace(0.3, 0.9, 4) for kind in ("ab", "nearest", "nearest_other")
+        }
         torch.save({"valid": torch.zeros(4, dtype=torch.bool), **similarities}, directory / "samples.pt")
         (directory / Files.DONE).write_text("{}")
 
@@ -167,7 +169,9 @@ def test_report_without_optional_results_skips_their_figures(tiny_config):
     write_fake_run(tiny_config, minimal_results)
     report = make_report(tiny_config)
     assert (report / "disks_psnr_A.png").stat().st_size > 0 and "| – |" in (report / "summary.md").read_text()
-    assert not any((report / f"disks_{name}.png").exists() for name in ("spectra_vs_n", "jacobian_trace_vs_n", "calpha_slope_vs_n"))
+    assert not any(
+        (report / f"disks_{name}.png").exists() for name in ("spectra_vs_n", "jacobian_trace_vs_n", "calpha_slope_vs_n")
+    )
 
 
 GAUSSIAN_CURVE = {"sigma": [0.1, 0.5], "input_psnr": [20.0, 6.0], "output_psnr": [23.0, 14.0]}
@@ -190,10 +194,16 @@ def write_fake_run_with_controls(cfg) -> None:
     for pair in expand_pairs(cfg):
         path = pair.directory(cfg) / "samples.pt"
         arrays = torch.load(path, weights_only=True)
-        arrays |= {"cross_seed_correlation": torch.linspace(-0.1, 0.1, 12), "novelty_correlation": torch.linspace(0.5, 0.9, 6)}
+        arrays |= {
+            "cross_seed_correlation": torch.linspace(-0.1, 0.1, 12),
+            "novelty_correlation": torch.linspace(0.5, 0.9, 6),
+        }
         for name in ("A", "B", "test"):
-            arrays |= {f"realism_contrast_{name}": torch.rand(4), f"realism_spectrum_{name}": torch.tensor([1.0, 0.3, 0.1]),
-                       f"realism_histogram_{name}": torch.rand(48)}
+            arrays |= {
+                f"realism_contrast_{name}": torch.rand(4),
+                f"realism_spectrum_{name}": torch.tensor([1.0, 0.3, 0.1]),
+                f"realism_histogram_{name}": torch.rand(48),
+            }
         torch.save(arrays, path)
 
 
@@ -202,7 +212,10 @@ def test_markdown_and_csv_show_the_controls_and_the_verdict():
     header = [h.strip() for h in table[0].strip("|").split("|")]
     cells = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in table[2:5]]
     assert [c["verdict"] for c in cells] == ["memorizing", "generalizing", "–"]
-    assert cells[1]["A–B correlation, other seeds"] == "0.020" and cells[1]["held-out–nearest correlation (novelty)"] == "0.780"
+    assert (
+        cells[1]["A–B correlation, other seeds"] == "0.020"
+        and cells[1]["held-out–nearest correlation (novelty)"] == "0.780"
+    )
     assert cells[1]["test − Gaussian ref. (dB), min A/B"] == "1.00/-0.25"
     assert cells[1]["contrast A/B/held-out"] == "0.050/0.060/0.057" and cells[2]["spectrum dist. A/B (dB)"] == "–/–"
     rows = list(csv.DictReader(io.StringIO(summary_csv([controls_results(4), minimal_results(16)]))))

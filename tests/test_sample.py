@@ -258,7 +258,9 @@ def test_authors_loop_makes_one_more_update_after_the_stop_with_the_increasing_s
     x = _target(3)
     den = ShrinkToward(x, c=0.5)  # residual f(y) − y = −(y − x)/2: σ_t halves with y − x
     plain = SamplerConfig(h0=0.3, beta=1.0, sigma_end=0.05, schedule="increasing", final_denoise=False, max_steps=200)
-    authors = SamplerConfig(**{**plain.__dict__, "schedule": "constant", "authors_loop": True})  # implies increasing h_t
+    authors = SamplerConfig(
+        **{**plain.__dict__, "schedule": "constant", "authors_loop": True}
+    )  # implies increasing h_t
     first, last = sample(den, [0, 1], (1, 8, 8), plain), sample(den, [0, 1], (1, 8, 8), authors)
     assert torch.equal(last.steps, first.steps + 1)
     # β = 1 injects no noise, so the extra step is y + h_t (f(y) − y) with t = steps + 1, from the stopped y

@@ -77,18 +77,18 @@ def metrics_records(directory: Path) -> list[dict]:
 
 def expected_validation_psnr(cfg, cell, directory: Path) -> dict[str, float]:
     """val/psnr_<train|test>_sigma<σ> recomputed in numpy from model.pt: 10 log10(1 / MSE) per image of
-    f(x + σz) on the first eval.psnr_images training and test images, averaged; z seeded by
-    ("val", cell seed, σ index)."""
+    f(x + σz) on the first eval.psnr_images training and test images, averaged; z drawn σ after σ from one
+    generator seeded by eval.seed, as the pair's evaluation draws it."""
     from gdm.data.store import load_split
-    from gdm.training.seeds import cell_seed, derive_seed
 
     denoiser, data = load_denoiser(directory / "model.pt"), cfg.run_dir / "data" / cell.dataset
     batches = {"train": load_split(data, cell.split, cell.n)[: cfg.eval.psnr_images],
                "test": load_split(data, "test", cfg.eval.psnr_images)}
-    seed, expected = cell_seed(cfg.trainer.seed, cell.cell_id), {}
+    expected = {}
     for name, x in batches.items():
-        for index, sigma in enumerate(cfg.eval.psnr_sigmas):
-            z = torch.randn(x.shape, generator=torch.Generator().manual_seed(derive_seed("val", seed, index)))
+        generator = torch.Generator().manual_seed(cfg.eval.seed)
+        for sigma in cfg.eval.psnr_sigmas:
+            z = torch.randn(x.shape, generator=generator)
             with torch.no_grad():
                 denoised = denoiser(x + sigma * z).double().numpy()
             mse = ((denoised - x.double().numpy()) ** 2).mean(axis=(1, 2, 3))

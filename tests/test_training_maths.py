@@ -11,10 +11,12 @@ import torch
 from scipy import stats
 from torch import nn
 
+from gdm.analysis.psnr import psnr_curve
+from gdm.config import TrainerConfig
+from gdm.training.denoiser import BlindDenoiser
+from gdm.training.lit_module import DenoiserModule
 from gdm.training.loss import NonFiniteLossError, add_noise, check_finite, denoising_loss
-from gdm.training.seeds import derive_seed
 from gdm.training.sigma import SIGMA_LAWS, draw_sigma
-from gdm.training.validation import psnr_per_sigma
 
 # Quantile functions Q(q) of σ on [lo, hi] for u ~ U(0, 1): the closed forms the laws promise.
 QUANTILES = {
@@ -117,24 +119,28 @@ def test_check_finite_lets_finite_losses_through():
         check_finite(torch.tensor(value), step=1)
 
 
-def test_validation_psnr_per_sigma_equals_a_numpy_computation():
-    """10 log10(1 / MSE) per image of f(x + σz) = y − net(y), averaged; z drawn from (seed, σ index)."""
+def test_validation_psnr_is_evaluations_psnr_curve_in_numpy():
+    """10 log10(1 / MSE) per image of f(x + σz) = y − net(y), averaged; z drawn σ after σ from one generator
+    seeded by psnr_seed (evaluation's scheme, gdm.analysis.psnr), in eval mode; the caller's mode is kept."""
     net = nn.Sequential(_conv(5), nn.Dropout(0.5))  # dropout: only eval mode gives the numpy value
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(6))
     sigmas, seed = [0.05, 0.2, 0.5], 11
-    expected = {}
-    for index, sigma in enumerate(sigmas):
-        z = torch.randn(images.shape, generator=torch.Generator().manual_seed(derive_seed("val", seed, index)))
-        noisy = images + sigma * z
+    generator, expected = torch.Generator().manual_seed(seed), {}
+    for sigma in sigmas:
+        noisy = images + sigma * torch.randn(images.shape, generator=generator)
         with torch.no_grad():
             denoised = (noisy - net[0](noisy)).double().numpy()
         mse = ((denoised - images.double().numpy()) ** 2).mean(axis=(1, 2, 3))
-        expected[sigma] = float(np.mean(10 * np.log10(1 / mse)))
+        expected[f"val/psnr_train_sigma{sigma:g}"] = float(np.mean(10 * np.log10(1 / mse)))
     assert len(set(expected.values())) == 3
+    module = DenoiserModule(net, TrainerConfig(), seed=99, psnr_sigmas=sigmas, psnr_seed=seed, psnr_batch=2,
+                            val_batches={"train": images})
     net.train()
-    result = psnr_per_sigma(net, images, sigmas, seed)
+    result = module.validation_psnr()
     assert net.training  # the caller's mode is restored
-    assert list(result) == sigmas
+    assert list(result) == list(expected)
     assert list(result.values()) == pytest.approx(list(expected.values()), abs=1e-4)
     net.eval()
-    assert psnr_per_sigma(net, images, sigmas, seed) == result and not net.training
+    assert module.validation_psnr() == result and not net.training
+    assert result == {f"val/psnr_train_sigma{s:g}": v for s, v in zip(sigmas, psnr_curve(
+        BlindDenoiser(net), images, sigmas, seed=seed)["output_psnr"], strict=True)}

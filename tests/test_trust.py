@@ -133,7 +133,9 @@ def test_two_drivers_at_once_train_and_evaluate_each_item_once(tiny_overrides):
     for code, _, err in outputs:
         assert code == 0, err[-3000:]
     cfg = load_config(QUICK, overrides)
-    counts = [dict(part.rsplit(" ", 1) for part in out.splitlines()[0].split(": ", 1)[1].split(", ")) for _, out, _ in outputs]
+    counts = [
+        dict(part.rsplit(" ", 1) for part in out.splitlines()[0].split(": ", 1)[1].split(", ")) for _, out, _ in outputs
+    ]
     assert sum(int(c["trained"]) for c in counts) == 4 and sum(int(c["evaluated"]) for c in counts) == 2
     for cell in expand_cells(cfg):
         assert metrics_steps(cell.directory(cfg)) == list(range(1, 31))  # each step once
@@ -144,8 +146,14 @@ def test_two_drivers_at_once_train_and_evaluate_each_item_once(tiny_overrides):
 
 @pytest.mark.slow
 def test_killed_driver_is_adopted_and_a_killed_group_resumes_bit_identically(tiny_overrides, tmp_path):
-    common = [*tiny_overrides, *SMALL, "launch.poll_seconds=0.2", "trainer.max_steps=400", "trainer.checkpoint_every=20",
-              "trainer.log_every=20"]
+    common = [
+        *tiny_overrides,
+        *SMALL,
+        "launch.poll_seconds=0.2",
+        "trainer.max_steps=400",
+        "trainer.checkpoint_every=20",
+        "trainer.log_every=20",
+    ]
     code, _, err = finished(gdm("run", "--no-progress", QUICK, *common, f"root={tmp_path / 'reference'}"), 600)
     assert code == 0, err[-3000:]
     reference = load_config(QUICK, [*common, f"root={tmp_path / 'reference'}"])
@@ -155,8 +163,11 @@ def test_killed_driver_is_adopted_and_a_killed_group_resumes_bit_identically(tin
         cfg = load_config(QUICK, args)
         cell = expand_cells(cfg)[0]
         driver = gdm("run", "--no-progress", QUICK, *args, start_new_session=True)
-        wait_for(lambda c=cell, g=cfg: lifecycle.owner_alive(c.directory(g)) and (c.directory(g) / Files.LAST_CKPT).exists(),
-                 240, "a cell mid-training")
+        wait_for(
+            lambda c=cell, g=cfg: lifecycle.owner_alive(c.directory(g)) and (c.directory(g) / Files.LAST_CKPT).exists(),
+            240,
+            "a cell mid-training",
+        )
         if mode == "driver":
             os.kill(driver.pid, signal.SIGKILL)  # its local job goes on as an orphan, still owning the cell
         else:
@@ -176,7 +187,9 @@ def test_killed_driver_is_adopted_and_a_killed_group_resumes_bit_identically(tin
             steps = metrics_steps(ours.directory(cfg))
             assert steps == sorted(set(steps)) and steps[-1] == 400  # never two trainings interleaved
         ours, theirs = expand_pairs(cfg)[0], expand_pairs(reference)[0]
-        assert strict_json(ours.directory(cfg) / Files.RESULTS) == strict_json(theirs.directory(reference) / Files.RESULTS)
+        assert strict_json(ours.directory(cfg) / Files.RESULTS) == strict_json(
+            theirs.directory(reference) / Files.RESULTS
+        )
 
 
 # --- numerical health ---------------------------------------------------------------------------

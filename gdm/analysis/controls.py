@@ -198,7 +198,9 @@ class PairEvidence:
     agreement: float | None  # median A–B similarity, same seed
     nearest: float | None  # median similarity of a sample to its nearest image in its own training set
     cross_seed: float | None  # median A–B similarity across different seeds
-    gaussian_margins_db: tuple[tuple[float, ...], ...]  # per model: test PSNR − Gaussian reference at each σ of the band
+    gaussian_margins_db: tuple[
+        tuple[float, ...], ...
+    ]  # per model: test PSNR − Gaussian reference at each σ of the band
     gaps_db: tuple[float, ...]  # per model: train − test PSNR, mean over σ
 
 
@@ -241,7 +243,12 @@ def verdict(e: PairEvidence) -> str:
     c = verdict_checks(e)
     if c["memorized_majority"]:
         return "memorizing"
-    if c["agreement_above_nearest"] and c["agreement_above_cross_seed"] and c["small_gap"] and c["at_or_above_gaussian"] is not False:
+    if (
+        c["agreement_above_nearest"]
+        and c["agreement_above_cross_seed"]
+        and c["small_gap"]
+        and c["at_or_above_gaussian"] is not False
+    ):
         return "generalizing"
     if c["below_gaussian"] and c["small_gap"]:
         return "underfit"

@@ -31,7 +31,9 @@ class EmpiricalDenoiser(nn.Module):
         self.sigma, self.chunk = float(sigma), chunk
 
     def _chunks(self, device) -> list[torch.Tensor]:
-        return [self.images[i : i + self.chunk].to(device, torch.float64) for i in range(0, len(self.images), self.chunk)]
+        return [
+            self.images[i : i + self.chunk].to(device, torch.float64) for i in range(0, len(self.images), self.chunk)
+        ]
 
     def logits(self, y: torch.Tensor) -> torch.Tensor:
         """[B, N] log-weights up to a per-row constant: (2⟨y, x_i⟩ − ‖x_i‖²) / 2σ², in float64."""
@@ -77,7 +79,10 @@ def optimal_psnr_curves(train: dict, test: torch.Tensor, sigmas, *, images: int,
                         device) -> dict:
     """split → {"train", "test"} PSNR curves of the empirical optimal denoiser of that split's set."""
     run = {"images": images, "seed": seed, "batch_size": batch_size, "device": device}
-    return {split: psnr.train_test_curves(partial(EmpiricalDenoiser, x), x, test, sigmas, **run) for split, x in train.items()}
+    return {
+        split: psnr.train_test_curves(partial(EmpiricalDenoiser, x), x, test, sigmas, **run)
+        for split, x in train.items()
+    }
 
 
 def optimal_geometry(train_images: torch.Tensor, y: torch.Tensor, sigma: float, model_jacobian: torch.Tensor) -> dict:

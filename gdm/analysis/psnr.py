@@ -27,12 +27,18 @@ def psnr_curve(denoiser: nn.Module, images: torch.Tensor, sigmas: Sequence[float
 def psnr_curve_at(denoiser_at: Callable[[float], Callable], images: torch.Tensor, sigmas: Sequence[float], *,
                   seed: int = 0, batch_size: int = 256, device="cpu") -> dict[str, list[float]]:
     """`psnr_curve` for a denoiser that knows σ (denoiser_at(σ)), e.g. the empirical optimal one; the
-    same seed draws the same noise as for a blind denoiser, so the two curves compare image by image."""
-    generator = torch.Generator().manual_seed(seed)
+    same seed draws the same noise as for a blind denoiser, so the two curves compare image by image.
+
+    This is the one PSNR-per-σ of gdm: training's validation calls it too, with evaluation's seed and
+    images, so a cell's final validation PSNR is the number its pair reports. The noise is drawn on the
+    CPU (one generator, σ after σ: the seed scheme of gdm.seeds), batches run on `device` in fp32."""
+    generator, images = torch.Generator().manual_seed(seed), images.cpu()
     curve: dict[str, list[float]] = {"sigma": [], "input_psnr": [], "output_psnr": []}
     for sigma in sigmas:
         noisy, denoiser = images + sigma * torch.randn(images.shape, generator=generator), denoiser_at(sigma)
-        out = torch.cat([denoiser(noisy[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
+        out = torch.cat(
+            [denoiser(noisy[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+        )
         curve["sigma"].append(float(sigma))
         curve["input_psnr"].append(float(image_psnr(noisy, images).mean()))
         curve["output_psnr"].append(float(image_psnr(out, images).mean()))

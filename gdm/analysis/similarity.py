@@ -47,4 +47,8 @@ SIMILARITIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 
 def paired(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Similarity of a_i with b_i (same seed in A and B): [K]."""
-    return torch.stack([SIMILARITIES[name](x[None], y[None])[0, 0] for x, y in zip(a, b, strict=False)]) if len(a) else torch.zeros(0)
+    return (
+        torch.stack([SIMILARITIES[name](x[None], y[None])[0, 0] for x, y in zip(a, b, strict=False)])
+        if len(a)
+        else torch.zeros(0)
+    )

@@ -45,7 +45,9 @@ class Family:
     photo: bool = False  # True: images are read from DataConfig.source
     wraps_base: bool = False  # True: params["base"] names another family whose images are transformed
     param_names: tuple[str, ...] = field(default=())  # columns of the params array, if any
-    source_listing: Callable[[DataConfig, dict], str] | None = None  # checksum of the files read, for families with an embedded default source
+    source_listing: Callable[[DataConfig, dict], str] | None = (
+        None  # checksum of the files read, for families with an embedded default source
+    )
 
     def resolve_params(self, data: DataConfig, key: str = "datasets.<name>") -> dict:
         """Defaults overridden by data.params; DataError naming `<key>.params.<k>` for an unknown k."""
@@ -194,7 +196,9 @@ def check_dataset(data: DataConfig, key: str) -> None:
     """The registry's checks of one dataset's settings, before any work: the family exists, its params
     resolve, and a family that reads photographs has an existing `<key>.source` (ConfigError names the key)."""
     if data.family not in FAMILIES:
-        raise ConfigError(f"config key '{key}.family' is {data.family!r}; allowed values: {', '.join(sorted(FAMILIES))}")
+        raise ConfigError(
+            f"config key '{key}.family' is {data.family!r}; allowed values: {', '.join(sorted(FAMILIES))}"
+        )
     family = FAMILIES[data.family]
     try:
         family.resolve_params(data, key=key)

@@ -34,7 +34,9 @@ PHOTOGRAPHS = (
 )
 
 DEFAULTS = {
-    "files": None,  # photographs to read (names relative to the source); None: every image of DataConfig.source, or PHOTOGRAPHS without a source
+    # photographs to read (names relative to the source); None: every image of DataConfig.source, or PHOTOGRAPHS
+    # without a source
+    "files": None,
     "scales": [1.0, 0.5],  # each photograph is resized by each of these factors before it is cut into patches
     "min_std": 0.01,  # contrast threshold: patches whose pixel standard deviation is below this are dropped
     "dedup_threshold": 0.95,  # drop the later patch of a pair with |corr| > this (dedup.py); 1 keeps all
@@ -116,11 +118,17 @@ def make(data, params: dict, count: int, seed: int, *, progress: bool = False, d
                 for s in params["scales"]]
         parts.extend(kept)
         records.append({"name": name, "sha256": file_sha256(folder / name), "patches": int(sum(map(len, kept)))})
-    images = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, data.image_size, data.image_size), np.float32)
+    images = (
+        np.concatenate(parts).astype(np.float32)
+        if parts
+        else np.zeros((0, data.image_size, data.image_size), np.float32)
+    )
     if len(images) == 0:
         raise DataError(f"family 'patches': no patch of {data.image_size}x{data.image_size} in {folder} has std "
                         f">= {params['min_std']}; lower params.min_std or the image size")
-    kept, removed = dedup.deduplicate(images, threshold=float(params["dedup_threshold"]), device=device, progress=progress)
+    kept, removed = dedup.deduplicate(
+        images, threshold=float(params["dedup_threshold"]), device=device, progress=progress
+    )
     info = {"source_images": len(names), "deduplicated": removed, "source_files": records,
             "source_listing_sha256": canonical_sha256([[r["name"], r["sha256"]] for r in records])}
     return Generated(images[kept], None, info)

@@ -46,7 +46,9 @@ def source_sha256(data: DataConfig, family: Family) -> str | None:
     params = family.resolve_params(data)
     reader = base_family(params["base"]) if family.wraps_base else family
     if reader.source_listing is not None:  # a family with its own default source (photo patches)
-        return reader.source_listing(data, {**reader.defaults, **{k: v for k, v in params.items() if k in reader.defaults}})
+        return reader.source_listing(
+            data, {**reader.defaults, **{k: v for k, v in params.items() if k in reader.defaults}}
+        )
     if not family.uses_source(data):
         return None
     if not data.source:

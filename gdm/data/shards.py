@@ -1,6 +1,8 @@
-"""WebDataset tar shards (plain POSIX tars, written with tarfile) of one split: each sample is key "%08d" (its position in the split, no dots),
-`img.npy` (float32 or uint8 [H, W], as the family made it: gdm.data.pixels), `index.txt` (the same position, a self-check), `params.npy` when the family has
-generating parameters. Each shard is written atomically and its sha256 recorded by the caller.
+"""WebDataset tar shards (plain POSIX ustar tars, written with webdataset.TarWriter) of one split.
+
+Each sample is key "%08d" (its position in the split, no dots): `img.npy` (float32 or uint8 [H, W], as the
+family made it: gdm.data.pixels), `index.txt` (the same position, a self-check), `params.npy` when the
+family has generating parameters. Each shard is written atomically and its sha256 recorded by the caller.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import webdataset as wds
 from tqdm import tqdm
 
 from gdm.data.errors import DataError
@@ -32,24 +35,20 @@ def sample_key(position: int) -> str:
     return f"{position:08d}"
 
 
-def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
-    """Add one file; mtime 0 and fixed owner so that reruns write byte-identical shards (same sha256)."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(payload), 0, 0o444
-    tar.addfile(info, io.BytesIO(payload))
+# Fixed member metadata (mtime 0, no owner names, read-only mode): reruns write byte-identical shards, so a
+# shard's sha256 in the manifest is a function of its images alone (tests/test_data_prepare.py checks the bytes).
+MEMBER = {"user": "", "group": "", "mode": 0o444, "mtime": 0, "format": tarfile.USTAR_FORMAT}
 
 
 def write_shard(path: Path, images: np.ndarray, params: np.ndarray | None, start: int) -> None:
     """Write images (positions start, start+1, ...) and their params as one tar, atomically."""
 
     def write(handle) -> None:
-        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        with wds.TarWriter(handle, encoder=False, **MEMBER) as tar:
             for offset, image in enumerate(images):
-                key = sample_key(start + offset)
-                add_member(tar, f"{key}.img.npy", npy_bytes(image))
-                add_member(tar, f"{key}.index.txt", str(start + offset).encode())
-                if params is not None:
-                    add_member(tar, f"{key}.params.npy", npy_bytes(params[offset]))
+                sample = {"__key__": sample_key(start + offset), "img.npy": npy_bytes(image),
+                          "index.txt": str(start + offset).encode()}
+                tar.write(sample | ({"params.npy": npy_bytes(params[offset])} if params is not None else {}))
 
     atomic_write(path, write)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import io
-import random
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from gdm.data.manifest import load_manifest
 from gdm.data.pixels import to_unit
 from gdm.data.splits import split_slice
 from gdm.data.store import group_of, verify_shards
+from gdm.seeds import shuffle_rng, stream_rng
 
 
 def rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -61,7 +61,7 @@ class RankShards(IterableDataset):
     def __iter__(self):
         worker, workers = worker_and_count()
         mine = self.own_urls(worker, workers)
-        rng = np.random.default_rng([self.seed, self.rank, worker, self.epoch])
+        rng = stream_rng(self.seed, self.rank, worker, self.epoch)
         self.epoch += 1
         while True:
             yield {"url": mine[int(rng.integers(len(mine)))]}
@@ -74,9 +74,9 @@ class SeededShuffle:
         self.bufsize, self.seed, self.rank, self.calls = bufsize, seed, rank, 0
 
     def __call__(self, source):
-        rng = random.Random(f"{self.seed}-{self.rank}-{worker_and_count()[0]}-{self.calls}")
+        rng = shuffle_rng(self.seed, self.rank, worker_and_count()[0], self.calls)
         self.calls += 1
-        return wds.filters._shuffle(source, self.bufsize, min(self.bufsize, 100), rng=rng)
+        return wds.shuffle(self.bufsize, min(self.bufsize, 100), rng=rng)(source)
 
 
 def in_rows(start: int, stop: int, sample: dict) -> bool:

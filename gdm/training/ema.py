@@ -1,4 +1,11 @@
-"""Exponential moving average of the weights: θ_ema ← d·θ_ema + (1 - d)·θ (trainer.ema_decay)."""
+"""Exponential moving average of the weights: θ_ema ← d·θ_ema + (1 - d)·θ (trainer.ema_decay).
+
+Why not torch.optim.swa_utils.AveragedModel (or Lightning's WeightAveraging callback, built on it): its
+first update *copies* θ (n_averaged = 0) instead of averaging it into the initial weights, and it adds an
+`n_averaged` buffer to the saved state. Both change the weights a cell evaluates from the first step on,
+and resuming a checkpoint written by this module would then not reproduce an uninterrupted run. This is
+two lines with the same foreach kernel AveragedModel uses (`torch._foreach_lerp_`).
+"""
 
 from __future__ import annotations
 

@@ -25,11 +25,11 @@ from gdm.cells import Cell, Files, cell_settings, data_dir
 from gdm.config import ExperimentConfig
 from gdm.data.module import CellDataModule
 from gdm.models import build_model
+from gdm.seeds import cell_seed
 from gdm.training.checkpoint_io import AtomicCheckpointIO
 from gdm.training.health import NOT_DENOISING, check_finite, denoises
 from gdm.training.lit_module import DenoiserModule
 from gdm.training.model_file import save_model
-from gdm.training.seeds import cell_seed
 
 __all__ = ["TrainingInterrupted", "fit_cell", "build_cell_module", "usable_checkpoint"]
 
@@ -51,16 +51,28 @@ def build_cell_module(cfg: ExperimentConfig, cell: Cell) -> tuple[DenoiserModule
     data = CellDataModule(data_dir(cfg, cell.dataset), cell.split, cell.n, batch_size=cfg.trainer.batch_size // world,
                           in_memory=cfg.trainer.in_memory, seed=seed, epoch_size=cfg.trainer.max_steps,
                           num_workers=cfg.trainer.num_workers, val_images=cfg.eval.psnr_images)
-    module = DenoiserModule(net, cfg.trainer, seed=seed, psnr_sigmas=cfg.eval.psnr_sigmas,
-                            metrics_path=cell.directory(cfg) / Files.METRICS)
+    module = DenoiserModule(
+        net,
+        cfg.trainer,
+        seed=seed,
+        psnr_sigmas=cfg.eval.psnr_sigmas,
+        psnr_seed=cfg.eval.seed,
+        psnr_batch=cfg.eval.batch_size,
+        metrics_path=cell.directory(cfg) / Files.METRICS,
+    )
     return module, data
 
 
 def make_trainer(cfg: ExperimentConfig, cell: Cell, *, progress: bool, plugins: Sequence[Any] | None,
                  callbacks: Sequence[Callback], logger: Any) -> L.Trainer:
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(dirpath=cell.directory(cfg), save_top_k=0, save_last=True, enable_version_counter=False,
-                                 every_n_train_steps=t.checkpoint_every)  # always last.ckpt: the folder is ours alone
+    checkpoint = ModelCheckpoint(
+        dirpath=cell.directory(cfg),
+        save_top_k=0,
+        save_last=True,
+        enable_version_counter=False,
+        every_n_train_steps=t.checkpoint_every,
+    )  # always last.ckpt: the folder is ours alone
     world = t.devices * t.num_nodes
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     return L.Trainer(

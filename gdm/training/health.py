@@ -33,7 +33,9 @@ def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
         items = enumerate(state)
     else:
         return []
-    return [name for key, value in items for name in non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))]
+    return [
+        name for key, value in items for name in non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    ]
 
 
 def check_finite(state: Any, what: str) -> None:

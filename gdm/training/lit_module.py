@@ -3,7 +3,7 @@
 Each step draws (on the device, from a generator seeded by (cell, step, rank)) the batch indices,
 σ per image and the noise, so the step's randomness is a function of the step alone: a run resumed
 from last.ckpt reproduces the uninterrupted one. Loss: mean ‖net(y) - σz‖² (gdm.training.loss).
-Adam with the learning rate halved every `lr_halve_every` steps; optional EMA of the weights.
+Adam with the learning rate halved every `lr_halve_every` steps (torch's StepLR); optional EMA of the weights.
 """
 
 from __future__ import annotations
@@ -16,35 +16,51 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gdm.analysis.psnr import psnr_curve
 from gdm.config import TrainerConfig
+from gdm.seeds import step_generator
+from gdm.training.denoiser import BlindDenoiser
 from gdm.training.ema import make_ema, update_ema
 from gdm.training.loss import add_noise, check_finite, denoising_loss
 from gdm.training.records import append_record, trim_records
-from gdm.training.seeds import step_generator
 from gdm.training.sigma import draw_sigma
-from gdm.training.validation import psnr_per_sigma
 
 
-def halving_schedule(halve_every: int):
-    """lr(step) / lr(0) = 0.5^⌊step / halve_every⌋ (authors: halved every 100 epochs); 0 = constant."""
-    return lambda step: 0.5 ** (step // halve_every) if halve_every > 0 else 1.0
+def halving_scheduler(optimizer: torch.optim.Optimizer, halve_every: int) -> torch.optim.lr_scheduler.StepLR:
+    """lr(step) = lr(0) · 0.5^⌊step / halve_every⌋ (the authors halve it every 100 epochs); 0: constant.
+    Halving is exact in binary floating point, so StepLR's running product equals the closed form bit for bit."""
+    if halve_every > 0:
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=1.0)
 
 
 class DenoiserModule(L.LightningModule):
     """Trains `net` (a noise predictor) as the blind denoiser f(y) = y - net(y).
 
-    seed: the cell's seed (gdm.training.seeds.cell_seed). psnr_sigmas: σ of the validation PSNR.
+    seed: the cell's seed (gdm.seeds.cell_seed). psnr_sigmas: σ of the validation PSNR; psnr_seed and
+    psnr_batch: its noise seed and batch size (evaluation's eval.seed and eval.batch_size).
     metrics_path: metrics.jsonl that rank 0 appends to (None: no file).
     images: resident training images [N, 1, H, W]; None takes them from the datamodule at fit start.
     """
 
-    def __init__(self, net: nn.Module, cfg: TrainerConfig, *, seed: int, psnr_sigmas: Sequence[float] = (0.1,),
-                 metrics_path: Path | None = None, images: torch.Tensor | None = None,
-                 val_batches: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        cfg: TrainerConfig,
+        *,
+        seed: int,
+        psnr_sigmas: Sequence[float] = (0.1,),
+        psnr_seed: int = 0,
+        psnr_batch: int = 256,
+        metrics_path: Path | None = None,
+        images: torch.Tensor | None = None,
+        val_batches: dict[str, torch.Tensor] | None = None,
+    ):
         super().__init__()
         self.net, self.cfg, self.seed = net, cfg, seed
         self.ema = make_ema(net) if cfg.ema_decay > 0 else None
-        self.psnr_sigmas, self.metrics_path = list(psnr_sigmas), metrics_path
+        self.psnr_sigmas, self.psnr_seed, self.psnr_batch = list(psnr_sigmas), psnr_seed, psnr_batch
+        self.metrics_path = metrics_path
         self.images, self.val_batches = images, dict(val_batches or {})
         self.last_loss: torch.Tensor | None = None
 
@@ -55,7 +71,7 @@ class DenoiserModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, halving_schedule(self.cfg.lr_halve_every))
+        scheduler = halving_scheduler(optimizer, self.cfg.lr_halve_every)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
@@ -78,7 +94,7 @@ class DenoiserModule(L.LightningModule):
         if scheduler is None or scheduler.base_lrs == [self.cfg.lr]:
             return
         scheduler.base_lrs = [self.cfg.lr]
-        factor = halving_schedule(self.cfg.lr_halve_every)(self.global_step)
+        factor = scheduler.gamma ** (self.global_step // scheduler.step_size)  # StepLR's closed form
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = self.cfg.lr * factor
 
@@ -120,12 +136,19 @@ class DenoiserModule(L.LightningModule):
         if final or (self.cfg.val_every and step % self.cfg.val_every == 0):
             self.record(self.validation_psnr(), step)
 
+    @torch.no_grad()
     def validation_psnr(self) -> dict[str, float]:
-        """val/psnr_<train|test>_sigma<σ> on the fixed batches (rank 0 only)."""
-        metrics = {}
-        for name, images in self.val_batches.items():
-            for sigma, psnr in psnr_per_sigma(self.eval_net, images, self.psnr_sigmas, self.seed).items():
-                metrics[f"val/psnr_{name}_sigma{sigma:g}"] = psnr
+        """val/psnr_<train|test>_sigma<σ> of the evaluated weights on the fixed batches (rank 0 only):
+        gdm.analysis.psnr's curve on evaluation's noise draws, in eval mode and fp32."""
+        metrics, was_training = {}, self.eval_net.training
+        self.eval_net.eval()
+        with torch.autocast(self.device.type, enabled=False):
+            for name, images in self.val_batches.items():
+                curve = psnr_curve(BlindDenoiser(self.eval_net), images, self.psnr_sigmas, seed=self.psnr_seed,
+                                   batch_size=self.psnr_batch, device=self.device)
+                metrics.update({f"val/psnr_{name}_sigma{sigma:g}": value
+                                for sigma, value in zip(curve["sigma"], curve["output_psnr"], strict=True)})
+        self.eval_net.train(was_training)
         return metrics
 
     def record(self, metrics: dict[str, float], step: int) -> None:

@@ -21,7 +21,8 @@ DEFAULTS = {
     "alpha": 2.0,  # regularity of the contour (spectral exponent of its Fourier amplitudes)
     "beta": None,  # regularity of the two backgrounds; None means beta = alpha
     "contour_offset": 0.0,  # added to alpha in the contour's exponent (0.5 gives Hoelder regularity alpha)
-    "contour_std": None,  # None: the authors' unnormalised contour; a number: its height's std, as a fraction of image_size
+    # None: the authors' unnormalised contour; a number: its height's std, as a fraction of image_size
+    "contour_std": None,
     "box_blur": 2,  # side of the box filter that averages the hard mask, pixels (authors: 2; 1 keeps the hard edge)
 }
 

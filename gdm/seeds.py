@@ -1,0 +1,60 @@
+"""Where every random draw of gdm comes from: one scheme, the one home of every seed derivation.
+
+The rule: a draw is a function of *what* it is for and *where* it sits (cell, step, rank, sample, σ),
+never of batch composition, process order, worker count or a global generator. Keys are hashed with
+gdm.io.stable_hash (sha256, independent of PYTHONHASHSEED) or fed to numpy's SeedSequence, so
+resuming, re-batching or moving a job to another host draws the same numbers.
+
+| stream                       | generator                                   | keyed by                         |
+|------------------------------|---------------------------------------------|----------------------------------|
+| data generation, splits      | numpy default_rng(datasets.<name>.seed)     | the dataset's seed (gdm.data)    |
+| initial weights of a cell    | torch.manual_seed(cell_seed), forked RNG    | (trainer.seed, cell id)          |
+| a training step's draws      | step_generator: indices, σ, noise           | (cell seed, step, rank)          |
+| webdataset shard / shuffle   | stream_rng / shuffle_rng                    | (cell seed, rank, worker, epoch) |
+| PSNR per σ (validation, eval)| torch Generator(eval.seed), σ after σ       | eval.seed (gdm.analysis.psnr)    |
+| sampler start and z_t        | noise_key → torch Generator                 | (sample seed, sampler step)      |
+
+Sample seeds are eval.seed, eval.seed + 1, …: the A and B models of a pair see the same noise.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from gdm.io import stable_hash
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed, a stable function of `parts`: the first 8 bytes (little-endian) of the sha256 of their repr."""
+    digest = bytes.fromhex(stable_hash(repr(parts)))
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def cell_seed(base_seed: int, cell_id: str) -> int:
+    """The seed of one cell: its initial weights and all of its per-step draws derive from it."""
+    return derive_seed("cell", base_seed, cell_id)
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` for the draws of optimisation step `step` on process `rank`."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(derive_seed("step", seed, step, rank))
+    return generator
+
+
+def noise_key(seed: int, step: int) -> int:
+    """The torch seed of the sampler's noise for (sample seed, step): numpy's SeedSequence of the pair."""
+    return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def stream_rng(seed: int, rank: int, worker: int, epoch: int) -> np.random.Generator:
+    """The shard-drawing generator of one (rank, loader worker) in one pass of a streamed cell."""
+    return np.random.default_rng([seed, rank, worker, epoch])
+
+
+def shuffle_rng(seed: int, rank: int, worker: int, call: int) -> random.Random:
+    """The sample-shuffle generator (webdataset's shuffle takes a `random.Random`) of one stream pass."""
+    return random.Random(f"{seed}-{rank}-{worker}-{call}")
