@@ -98,13 +98,7 @@ def summarize(
     results["psnr"] = _psnr_curves(cfg, data, device)
     if cfg.eval.optimal_reference:
         results["psnr_optimal"] = optimal_psnr_curves(
-            data.train,
-            data.test,
-            cfg.eval.psnr_sigmas,
-            images=cfg.eval.psnr_images,
-            seed=cfg.eval.seed,
-            batch_size=cfg.eval.batch_size,
-            device=device,
+            data.train, data.test, cfg.eval.psnr_sigmas, **_psnr_run(cfg, device)
         )
     gaps = [psnr.generalization_gap(results["psnr"][s]["train"], results["psnr"][s]["test"]) for s in splits]
     results.update({f"psnr_gap_{s}": g for s, g in zip(splits, gaps, strict=True)})
@@ -155,16 +149,7 @@ def _pool_chunks(data: PairData, device: Device, chunk: int = 4096):
 def _gaussian_curves(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
     """split → {"train", "test"} PSNR of the Wiener denoiser of the pool, on the models' noise draws."""
     model = controls.fit_gaussian(_pool_chunks(data, device))
-    return controls.gaussian_psnr_curves(
-        model,
-        data.train,
-        data.test,
-        cfg.eval.psnr_sigmas,
-        images=cfg.eval.psnr_images,
-        seed=cfg.eval.seed,
-        batch_size=cfg.eval.batch_size,
-        device=device,
-    )
+    return controls.gaussian_psnr_curves(model, data.train, data.test, cfg.eval.psnr_sigmas, **_psnr_run(cfg, device))
 
 
 def realism_of(data: PairData, samples: dict, ok: torch.Tensor) -> Realism:
@@ -196,8 +181,14 @@ def _verdict(cfg: ExperimentConfig, results: dict, splits: list[str]) -> dict:
     return out
 
 
+def _psnr_run(cfg: ExperimentConfig, device: Device) -> dict:
+    """What every PSNR curve of a pair shares (images, noise seed, batch, device): the models, the memorizing
+    optimum and the Gaussian reference see the same noisy images, so their curves compare σ by σ."""
+    return {"images": cfg.eval.psnr_images, "seed": cfg.eval.seed, "batch_size": cfg.eval.batch_size, "device": device}
+
+
 def _psnr_curves(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
-    run = {"images": cfg.eval.psnr_images, "seed": cfg.eval.seed, "batch_size": cfg.eval.batch_size, "device": device}
+    run = _psnr_run(cfg, device)
     return {s: psnr.train_test_curves(lambda sigma, d=d: d, data.train[s], data.test, cfg.eval.psnr_sigmas, **run)
             for s, d in data.denoisers.items()}
 

@@ -122,3 +122,18 @@ def test_metrics_trim_survives_a_failed_write_and_drops_a_torn_line(tmp_path, mo
     trim_records(path, 2)  # the resume from a step-2 checkpoint
     assert read_records(path) == [{"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 0.5}]
     assert path.read_text().endswith("}\n") and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_metrics_lines_are_canonical_json_and_a_trim_keeps_records_without_a_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append_record(path, {"step": 2, "b": 1, "a": 0.5})
+    append_record(path, {"note": "no step"})
+    assert path.read_text() == '{"a": 0.5, "b": 1, "step": 2}\n{"note": "no step"}\n'  # sorted keys, one per line
+    trim_records(path, 0)  # a resume from step 0 keeps what has no step, drops step 2
+    assert path.read_text() == '{"note": "no step"}\n'
+    append_record(path, {"z": 1, "step": 1})
+    trim_records(path, 1)
+    assert path.read_text() == '{"note": "no step"}\n{"step": 1, "z": 1}\n'
+    path.write_text('{"z": 2, "step": 1}\n')  # a line another writer left unsorted
+    trim_records(path, 1)
+    assert path.read_text() == '{"step": 1, "z": 2}\n'  # the trim rewrites canonical lines

@@ -173,3 +173,17 @@ def test_second_run_retrains_nothing(finished):
     assert not summary["trained"] and not summary["evaluated"]
     assert stamps == {c.cell_id: (c.directory(cfg) / "model.pt").stat().st_mtime_ns for c in expand_cells(cfg)}
     assert time.monotonic() - start < 30
+
+
+def test_a_cells_final_validation_psnr_is_the_psnr_its_pair_reports(finished):
+    """One PSNR per σ: training's final validation (status.json) and the evaluation (results.json) draw the
+    same noise (eval.seed) on the same images, so they agree for every cell, σ and image set."""
+    cfg, _ = finished
+    for pair in expand_pairs(cfg):
+        results = json.loads((pair.directory(cfg) / "results.json").read_text())
+        for cell in pair.cells:
+            validation = lifecycle.status(cell.directory(cfg)).record["validation_psnr"]
+            for kind in ("train", "test"):
+                curve = results["psnr"][cell.split][kind]
+                logged = [validation[f"val/psnr_{kind}_sigma{sigma:g}"] for sigma in curve["sigma"]]
+                assert logged == pytest.approx(curve["output_psnr"], abs=1e-4), (cell.cell_id, kind)
