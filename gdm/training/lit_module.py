@@ -26,12 +26,11 @@ from gdm.training.records import append_record, trim_records
 from gdm.training.sigma import draw_sigma
 
 
-def halving_scheduler(optimizer: torch.optim.Optimizer, halve_every: int) -> torch.optim.lr_scheduler.StepLR:
-    """lr(step) = lr(0) · 0.5^⌊step / halve_every⌋ (the authors halve it every 100 epochs); 0: constant.
-    Halving is exact in binary floating point, so StepLR's running product equals the closed form bit for bit."""
-    if halve_every > 0:
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=1.0)
+def halving(halve_every: int) -> dict[str, float]:
+    """StepLR's settings for lr(step) = lr(0) · 0.5^⌊step / halve_every⌋ (the authors halve it every 100
+    epochs); halve_every 0: constant. Halving is exact in binary floating point, so StepLR's running
+    product equals this closed form bit for bit."""
+    return {"step_size": halve_every, "gamma": 0.5} if halve_every > 0 else {"step_size": 1, "gamma": 1.0}
 
 
 class DenoiserModule(L.LightningModule):
@@ -71,7 +70,7 @@ class DenoiserModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
-        scheduler = halving_scheduler(optimizer, self.cfg.lr_halve_every)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, **halving(self.cfg.lr_halve_every))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
@@ -88,12 +87,15 @@ class DenoiserModule(L.LightningModule):
         self.apply_configured_lr()
 
     def apply_configured_lr(self) -> None:
-        """The config's lr wins over a resumed checkpoint's: a diverged run's last.ckpt can continue at a
-        lower trainer.lr. With the same lr (every ordinary resume) nothing changes, bit for bit."""
-        scheduler = self.lr_schedulers()
-        if scheduler is None or scheduler.base_lrs == [self.cfg.lr]:
+        """The config's lr and halving period win over a resumed checkpoint's (StepLR's state holds both):
+        a diverged run's last.ckpt can continue at a lower trainer.lr. With the same settings (every
+        ordinary resume) nothing changes, bit for bit."""
+        scheduler, settings = self.lr_schedulers(), halving(self.cfg.lr_halve_every)
+        if scheduler is None or (scheduler.base_lrs == [self.cfg.lr]
+                                 and all(getattr(scheduler, k) == v for k, v in settings.items())):
             return
         scheduler.base_lrs = [self.cfg.lr]
+        scheduler.step_size, scheduler.gamma = int(settings["step_size"]), settings["gamma"]
         factor = scheduler.gamma ** (self.global_step // scheduler.step_size)  # StepLR's closed form
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = self.cfg.lr * factor
