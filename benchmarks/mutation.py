@@ -64,6 +64,7 @@ MODULES: dict[str, list[str]] = {
 # An entry that matches no mutant is reported, so the list cannot go stale silently.
 CHUNKING = "a performance knob: results do not depend on it (the chunk/batch invariance tests show it)"
 SAME_LENGTHS = "both sequences always have the same length, so `strict` never matters"
+ASCII_ONLY = "json.dumps escapes every non-ASCII character (ensure_ascii), so the file is ASCII in any encoding"
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("gdm/sample.py", "range(1, cfg.max_steps + 2)", "range(1, cfg.max_steps + 3)"):
         "the loop always breaks at t = max_steps + 1 (`t > cfg.max_steps`), so its end is never reached",
@@ -88,10 +89,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "without the pause the retry loop spins until the same deadline: same outcome and timing, only CPU use differs",
     ("gdm/lifecycle.py", "if time.monotonic() > deadline:", "if (time.monotonic() >= deadline):"):
         "a monotonic clock in floating point never lands on the deadline exactly: > and >= decide alike",
-    ("gdm/training/records.py", 'encoding="utf-8"', "read_text()"):
-        "json.dumps escapes every non-ASCII character (ensure_ascii), so the file is ASCII in any encoding",
-    ("gdm/training/records.py", 'with open(path, "a", encoding="utf-8")', "with open(path, 'a')"):
-        "json.dumps escapes every non-ASCII character (ensure_ascii), so the file is ASCII in any encoding",
+    ("gdm/training/records.py", 'encoding="utf-8"', "read_text()"): ASCII_ONLY,
+    ("gdm/training/records.py", 'with open(path, "a", encoding="utf-8")', "with open(path, 'a')"): ASCII_ONLY,
     ("gdm/analysis/nearest.py", "chunk: int = 8192", "chunk: int = 8193"): CHUNKING,
     ("gdm/analysis/jacobian.py", "chunk: int = 32", "chunk: int = 33"): CHUNKING,
     ("gdm/analysis/psnr.py", "batch_size: int = 256", "batch_size: int = 257"): CHUNKING,

@@ -92,9 +92,9 @@ def summarize(
     agreements = {m: agreement(m, splits, samples, data, ok, device) for m in measures}
     for record in agreements.values():
         results.update(record.summary())
-    headline, threshold = agreements[cfg.eval.similarity], cfg.eval.memorization_threshold
-    results["memorized_fraction"] = _fraction(torch.cat(list(headline.nearest.values())) > threshold)
-    results["memorized_fraction_other"] = _fraction(torch.cat(list(headline.nearest_other.values())) > threshold)
+    headline, threshold = agreements[cfg.eval.similarity].pooled(), cfg.eval.memorization_threshold
+    results["memorized_fraction"] = _fraction(headline["nearest"] > threshold)
+    results["memorized_fraction_other"] = _fraction(headline["nearest_other"] > threshold)
     results["psnr"] = _psnr_curves(cfg, data, device)
     if cfg.eval.optimal_reference:
         results["psnr_optimal"] = optimal_psnr_curves(
@@ -188,9 +188,8 @@ def _psnr_run(cfg: ExperimentConfig, device: Device) -> dict:
 
 
 def _psnr_curves(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
-    run = _psnr_run(cfg, device)
-    return {s: psnr.train_test_curves(lambda sigma, d=d: d, data.train[s], data.test, cfg.eval.psnr_sigmas, **run)
-            for s, d in data.denoisers.items()}
+    blind = {s: (lambda sigma, d=d: d) for s, d in data.denoisers.items()}  # the models do not take σ
+    return psnr.curves_per_split(blind, data.train, data.test, cfg.eval.psnr_sigmas, **_psnr_run(cfg, device))
 
 
 def geometry_of(cfg: ExperimentConfig, data: PairData, directory: Path) -> dict:

@@ -46,24 +46,23 @@ class Agreement:
         """The samples.pt name of one array: kind ∈ ab, nearest, nearest_other, nearest_index, cross_seed, novelty."""
         return f"{kind}_{split}_{measure}" if split is not None else f"{kind}_{measure}"
 
-    @property
-    def splits(self) -> list[str]:
-        return list(self.nearest)
+    def pooled(self) -> dict[str, torch.Tensor]:
+        """The per-sample arrays of samples.pt (without the indices): splits concatenated, A's samples first."""
+        return {"ab": self.ab, "nearest": torch.cat(list(self.nearest.values())),
+                "nearest_other": torch.cat(list(self.nearest_other.values())),
+                "cross_seed": self.cross_seed, "novelty": self.novelty}
 
     def summary(self) -> dict[str, float | None]:
         """The medians (and the A–B mean) that results.json holds for this measure."""
-        k = lambda kind: self.key(kind, self.measure)  # noqa: E731
-        return {f"{k('ab')}_median": median(self.ab), f"{k('ab')}_mean": mean(self.ab),
-                f"{k('nearest')}_median": median(torch.cat(list(self.nearest.values()))),
-                f"{k('nearest_other')}_median": median(torch.cat(list(self.nearest_other.values()))),
-                f"{k('cross_seed')}_median": median(self.cross_seed), f"{k('novelty')}_median": median(self.novelty)}
+        medians = {f"{self.key(kind, self.measure)}_median": median(values) for kind, values in self.pooled().items()}
+        ab = f"{self.key('ab', self.measure)}_median"  # results.csv keeps the A–B mean beside its median
+        return {ab: medians.pop(ab), f"{self.key('ab', self.measure)}_mean": mean(self.ab)} | medians
 
     def arrays(self) -> dict[str, torch.Tensor]:
-        m = self.measure
-        out = {self.key("ab", m): self.ab, self.key("nearest", m): torch.cat(list(self.nearest.values())),
-               self.key("nearest_other", m): torch.cat(list(self.nearest_other.values()))}
+        m, pooled = self.measure, self.pooled()
+        out = {self.key(kind, m): pooled[kind] for kind in ("ab", "nearest", "nearest_other")}
         out.update({self.key("nearest_index", m, s): i for s, i in self.nearest_index.items()})
-        return out | {self.key("cross_seed", m): self.cross_seed, self.key("novelty", m): self.novelty}
+        return out | {self.key(kind, m): pooled[kind] for kind in ("cross_seed", "novelty")}
 
     @classmethod
     def from_arrays(cls, arrays: dict, measure: str, splits: Sequence[str]) -> Agreement:
@@ -77,10 +76,9 @@ class Agreement:
 
     def series(self) -> dict[str, list[float]]:
         """The histograms of this measure: A–B, sample–nearest (own and other split) and the two controls."""
-        series = {"A–B": self.ab, "sample–nearest train": torch.cat(list(self.nearest.values())),
-                  "sample–nearest other split": torch.cat(list(self.nearest_other.values())),
-                  "A–B, different seeds (control)": self.cross_seed, "held-out–nearest train (novelty)": self.novelty}
-        return {label: values.tolist() for label, values in series.items() if len(values)}
+        labels = {"ab": "A–B", "nearest": "sample–nearest train", "nearest_other": "sample–nearest other split",
+                  "cross_seed": "A–B, different seeds (control)", "novelty": "held-out–nearest train (novelty)"}
+        return {labels[kind]: values.tolist() for kind, values in self.pooled().items() if len(values)}
 
     def per_seed_columns(self) -> dict[str, list]:
         """Columns of the per-seed table (one row per valid seed), named as the samples.pt arrays."""

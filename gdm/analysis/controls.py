@@ -98,9 +98,8 @@ def wiener_psnr(model: GaussianModel, sigma: float) -> float:
 def gaussian_psnr_curves(model: GaussianModel, train: dict, test: torch.Tensor, sigmas: Sequence[float], *,
                          images: int, seed: int, batch_size: int, device) -> dict:
     """split → {"train", "test"} PSNR curves of the Wiener denoiser, on the models' noise draws (same seed)."""
-    run = {"images": images, "seed": seed, "batch_size": batch_size, "device": device}
-    return {split: psnr.train_test_curves(partial(WienerDenoiser, model), x, test, sigmas, **run)
-            for split, x in train.items()}
+    return psnr.curves_per_split(dict.fromkeys(train, partial(WienerDenoiser, model)), train, test, sigmas,
+                                 images=images, seed=seed, batch_size=batch_size, device=device)
 
 
 # --- 3. sample realism ------------------------------------------------------------------------------
@@ -198,9 +197,8 @@ class PairEvidence:
     agreement: float | None  # median A–B similarity, same seed
     nearest: float | None  # median similarity of a sample to its nearest image in its own training set
     cross_seed: float | None  # median A–B similarity across different seeds
-    gaussian_margins_db: tuple[
-        tuple[float, ...], ...
-    ]  # per model: test PSNR − Gaussian reference at each σ of the band
+    # per model: test PSNR − Gaussian reference at each σ of the band
+    gaussian_margins_db: tuple[tuple[float, ...], ...]
     gaps_db: tuple[float, ...]  # per model: train − test PSNR, mean over σ
 
 

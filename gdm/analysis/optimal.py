@@ -78,11 +78,9 @@ def posterior_covariance(denoiser: EmpiricalDenoiser, y: torch.Tensor) -> torch.
 def optimal_psnr_curves(train: dict, test: torch.Tensor, sigmas, *, images: int, seed: int, batch_size: int,
                         device) -> dict:
     """split → {"train", "test"} PSNR curves of the empirical optimal denoiser of that split's set."""
-    run = {"images": images, "seed": seed, "batch_size": batch_size, "device": device}
-    return {
-        split: psnr.train_test_curves(partial(EmpiricalDenoiser, x), x, test, sigmas, **run)
-        for split, x in train.items()
-    }
+    denoisers = {split: partial(EmpiricalDenoiser, x) for split, x in train.items()}
+    return psnr.curves_per_split(denoisers, train, test, sigmas, images=images, seed=seed, batch_size=batch_size,
+                                 device=device)
 
 
 def optimal_geometry(train_images: torch.Tensor, y: torch.Tensor, sigma: float, model_jacobian: torch.Tensor) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -50,6 +50,16 @@ def train_test_curves(denoiser_at: Callable[[float], Callable], train: torch.Ten
     """{"train", "test"}: `psnr_curve_at` on the first `images` training and held-out images."""
     return {"train": psnr_curve_at(denoiser_at, train[:images], sigmas, **run),
             "test": psnr_curve_at(denoiser_at, test[:images], sigmas, **run)}
+
+
+Curves = dict[str, list[float]]  # sigma, input_psnr, output_psnr
+
+
+def curves_per_split(denoiser_at: Mapping[str, Callable[[float], Callable]], train: Mapping[str, torch.Tensor],
+                     test: torch.Tensor, sigmas: Sequence[float], **run) -> dict[str, dict[str, Curves]]:
+    """split → `train_test_curves` of that split's denoiser on its own training set and the held-out images;
+    every split, model or reference, is measured on the same noise draws (`run`: images, seed, batch, device)."""
+    return {split: train_test_curves(denoiser_at[split], train[split], test, sigmas, **run) for split in denoiser_at}
 
 
 def generalization_gap(train: dict[str, list[float]], test: dict[str, list[float]]) -> float:

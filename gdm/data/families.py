@@ -45,9 +45,8 @@ class Family:
     photo: bool = False  # True: images are read from DataConfig.source
     wraps_base: bool = False  # True: params["base"] names another family whose images are transformed
     param_names: tuple[str, ...] = field(default=())  # columns of the params array, if any
-    source_listing: Callable[[DataConfig, dict], str] | None = (
-        None  # checksum of the files read, for families with an embedded default source
-    )
+    # checksum of the files read, for families with an embedded default source
+    source_listing: Callable[[DataConfig, dict], str] | None = None
 
     def resolve_params(self, data: DataConfig, key: str = "datasets.<name>") -> dict:
         """Defaults overridden by data.params; DataError naming `<key>.params.<k>` for an unknown k."""

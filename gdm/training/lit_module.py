@@ -26,7 +26,7 @@ from gdm.training.records import append_record, trim_records
 from gdm.training.sigma import draw_sigma
 
 
-def halving(halve_every: int) -> dict[str, float]:
+def halving(halve_every: int) -> dict[str, int | float]:
     """StepLR's settings for lr(step) = lr(0) · 0.5^⌊step / halve_every⌋ (the authors halve it every 100
     epochs); halve_every 0: constant. Halving is exact in binary floating point, so StepLR's running
     product equals this closed form bit for bit."""
@@ -95,7 +95,7 @@ class DenoiserModule(L.LightningModule):
                                  and all(getattr(scheduler, k) == v for k, v in settings.items())):
             return
         scheduler.base_lrs = [self.cfg.lr]
-        scheduler.step_size, scheduler.gamma = int(settings["step_size"]), settings["gamma"]
+        scheduler.step_size, scheduler.gamma = settings["step_size"], settings["gamma"]
         factor = scheduler.gamma ** (self.global_step // scheduler.step_size)  # StepLR's closed form
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = self.cfg.lr * factor

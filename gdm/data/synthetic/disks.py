@@ -10,10 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULTS = {
-    "radius": [
-        0.0375,
-        0.475,
-    ],  # range of the radius, as a fraction of image_size (uniform); the authors' 3–38 px at 80 px
+    # range of the radius, as a fraction of image_size (uniform); the authors' 3–38 px at 80 px
+    "radius": [0.0375, 0.475],
     "intensity": [0.0, 1.0],  # range of foreground and background intensities (independent, uniform)
 }
 PARAM_NAMES = ("cx", "cy", "radius", "foreground", "background")
