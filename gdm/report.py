@@ -37,6 +37,9 @@ COLUMNS = ("dataset", "n", "ab_cosine_median", "nearest_cosine_median", "nearest
            "histogram_distance_A", "histogram_distance_B", "verdict")
 
 
+REPORT_PATIENCE = 600.0  # seconds a driver waits for another one making the same report
+
+
 def make_report(cfg: ExperimentConfig) -> Path:
     """Figures and a table (CSV + Markdown) in runs/<name>/report/ from the pairs of the current
     settings that are done; returns that folder. Pairs of older settings never enter it. A report
@@ -46,7 +49,15 @@ def make_report(cfg: ExperimentConfig) -> Path:
     inputs = report_inputs(cfg, pairs)
     if _record_of(out) == inputs:
         return out
-    out.mkdir(parents=True, exist_ok=True)
+    # One writer at a time (two drivers finish together): the second waits on the lease, then finds the
+    # report made from the same inputs; without it both would log the same W&B report run at once.
+    with lifecycle.Lease(out, patience=REPORT_PATIENCE):
+        if _record_of(out) != inputs:
+            _write_report(cfg, pairs, inputs, out)
+    return out
+
+
+def _write_report(cfg: ExperimentConfig, pairs: list[EvalPair], inputs: dict, out: Path) -> None:
     results = [read_json(p.directory(cfg) / Files.RESULTS) for p in pairs]
     atomic_write_text(out / "summary.csv", summary_csv(results))
     atomic_write_text(out / "summary.md", markdown_table(results) + warnings_section(results))
@@ -58,7 +69,6 @@ def make_report(cfg: ExperimentConfig) -> Path:
 
         wandb_log.log_report(cfg, [summary_row(r) for r in results], sorted(out.glob("*.png")))
     atomic_write_json(out / "inputs.json", inputs)  # last: a report cut short is made again next time
-    return out
 
 
 def report_inputs(cfg: ExperimentConfig, pairs: list[EvalPair]) -> dict:
