@@ -185,6 +185,8 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_wandb_offline_run_holds_metrics(tmp_path):
+    from wandb_records import flushed_records
+
     from gdm.wandb_log import offline_run_dirs
 
     cfg = prepared(tiny_cfg(tmp_path, "wandb.mode=offline", "trainer.max_steps=2", "trainer.log_every=1"))
@@ -192,7 +194,7 @@ def test_wandb_offline_run_holds_metrics(tmp_path):
     fit_cell(cfg, cell)
     runs = offline_run_dirs(cfg)
     assert len(runs) == 1 and runs[0].name.endswith(cell.wandb_id(cfg))
-    records = [r for path in runs[0].glob("*.wandb") for r in wandb_records(path)]
+    records = flushed_records(runs[0])
     assert {r.run.run_id for r in records if r.HasField("run")} == {cell.wandb_id(cfg)}
     logged = sorted((i.key or "/".join(i.nested_key), json.loads(i.value_json))
                     for r in records if r.HasField("history") for i in r.history.item)
@@ -200,31 +202,6 @@ def test_wandb_offline_run_holds_metrics(tmp_path):
     expected = sorted((k, v) for r in metrics_records(cell.directory(cfg)) for k, v in r.items() if k != "step")
     assert [k for k, _ in logged] == [k for k, _ in expected]  # every metric of metrics.jsonl, once each
     assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)  # with the same values
-
-
-def wandb_records(path: Path) -> list:
-    """The protobuf records of a W&B transaction log (.wandb): a 7-byte header, then LevelDB-log blocks of
-    32 KiB holding chunks (crc32: 4, length: 2, type: 1 = full, 2 = first, 3 = middle, 4 = last)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, records, pending, offset = path.read_bytes(), [], b"", 7
-    assert data[:4] == b":W&B", data[:7]
-    while offset + 7 <= len(data):
-        if 32768 - offset % 32768 < 7:  # too little left for a chunk header: the block is padded
-            offset += 32768 - offset % 32768
-            continue
-        length, kind = int.from_bytes(data[offset + 4 : offset + 6], "little"), data[offset + 6]
-        if kind == 0:  # zero padding at the end of a block or of the file
-            offset += 32768 - offset % 32768
-            continue
-        pending += data[offset + 7 : offset + 7 + length]
-        offset += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
 
 
 DDP_OVERRIDES = ["wandb.mode=disabled", "trainer.devices=2", "trainer.max_steps=4", "trainer.ema_decay=0.5"]

@@ -39,6 +39,17 @@ def read_records(path: Path) -> list:
     return records
 
 
+def flushed_records(run_dir: Path) -> list:
+    """The records of a run finished in this process. `run.finish()` ends by publishing `inform_finish`
+    to W&B's service without waiting for a reply, and the service closes the run's log after that, so a
+    read right after `finish()` can see a file still unwritten (CI once saw one without its run record).
+    `wandb.teardown()` waits for the service process to exit, which closes every log it holds."""
+    import wandb
+
+    wandb.teardown()
+    return [record for path in sorted(Path(run_dir).glob("*.wandb")) for record in read_records(path)]
+
+
 def run_summary(path: Path) -> dict:
     """What tests ask of a run: its run record (id, job type, group, tags, config) and logged keys."""
     import json
