@@ -8,6 +8,21 @@ covers its two cells' hashes and the eval and sampler settings that change its n
 setting gives a new folder and an older result can never stand for the current settings; two configs
 differing only in evaluation share their trained cells; a requeued job finds its own folder again.
 Each folder holds `settings.json`, the settings its hash stands for (see `gdm.lifecycle`).
+
+Identity that survives data moves and upgrades (docs/CONTRACTS.md, "Identity"):
+- The data enter by content, never by path: `datasets.<name>.source` is not hashed. A cell is named from the
+  config alone (so `gdm cells`, `status`, `report`, `cancel` work before preparation and on a machine without
+  the data); its content is bound by the run folder's one prepared copy, data/<name>/manifest.json, whose
+  `source_listing_sha256` is checked by every preparation (a source whose listing differs is refused), so
+  every cell of a run folder was trained on the content that checksum names. A moved source with the same
+  files keeps every cell.
+- The hashed settings are versioned: `IDENTITY_V1` names the keys of each section as of identity version 1.
+  Those keys are hashed with their values; a key added by a later gdm release is hashed only when its value
+  differs from its schema default. So a release adding a setting at a neutral default (the value that
+  reproduces the old behaviour) keeps every hash; setting it to anything else gives new folders. A release
+  that changes what an existing key means must add a new identity version with a migration.
+- Folders of the previous naming (identity version 0: the whole dataset section, path included) are
+  recognised by `legacy_folder` and renamed in place by `gdm.migrate` (never retrained).
 """
 
 from __future__ import annotations
@@ -18,10 +33,24 @@ from pathlib import Path
 from gdm.config import ExperimentConfig, to_dict
 from gdm.io import stable_hash
 
+# The keys of each hashed section as of identity version 1 (never edit: see the module docstring).
+IDENTITY_V1: dict[str, tuple[str, ...]] = {
+    "data": ("family", "image_size", "pool_size", "test_size", "seed", "shard_size", "params"),
+    "model": ("name", "channels", "blocks", "layers"),
+    "trainer": ("max_steps", "batch_size", "lr", "lr_halve_every", "sigma_law", "sigma_min", "sigma_max",
+                "ema_decay", "devices", "num_nodes", "precision", "channels_last", "in_memory", "seed"),
+    "eval": ("num_samples", "seed", "batch_size", "psnr_sigmas", "psnr_images", "memorization_threshold",
+             "similarity", "gaussian_reference", "optimal_reference", "jacobian"),
+    "sampler": ("h0", "beta", "sigma_0", "sigma_end", "mean", "schedule", "authors_loop", "max_steps",
+                "final_denoise", "diverge_sigma"),
+}
+# Data fields that name where the data lie, not what they are: never hashed (the manifest checks the content).
+_PLACE_DATA_KEYS = ("source",)
 # Trainer fields that do not change the weights: excluded from the cell hash.
 _NEUTRAL_TRAINER_KEYS = ("log_every", "val_every", "num_workers", "checkpoint_every", "compile", "accelerator")
 # Eval fields that change figures only, never a number of results.json: excluded from the pair hash.
 _NEUTRAL_EVAL_KEYS = ("grid_samples",)
+_UNHASHED = {"data": _PLACE_DATA_KEYS, "trainer": _NEUTRAL_TRAINER_KEYS, "eval": _NEUTRAL_EVAL_KEYS}
 
 
 class Files:
@@ -91,10 +120,17 @@ class EvalPair:
 Item = Cell | EvalPair
 
 
+def identity(section: str, values: object) -> dict:
+    """The hashed part of one config section: its `IDENTITY_V1` keys, plus any later key off its default."""
+    current, defaults = to_dict(values), to_dict(type(values)())
+    known, never = IDENTITY_V1[section], _UNHASHED.get(section, ())
+    return {k: v for k, v in current.items() if k in known or (k not in never and v != defaults[k])}
+
+
 def cell_settings(cfg: ExperimentConfig, dataset: str) -> dict:
-    """What determines a cell's weights: its dataset, the model, the trainer less neutral keys."""
-    trainer = {k: v for k, v in to_dict(cfg.trainer).items() if k not in _NEUTRAL_TRAINER_KEYS}
-    return {"data": to_dict(cfg.datasets[dataset]), "model": to_dict(cfg.model), "trainer": trainer}
+    """What determines a cell's weights: its dataset (not its path), the model, the trainer less neutral keys."""
+    return {"data": identity("data", cfg.datasets[dataset]), "model": identity("model", cfg.model),
+            "trainer": identity("trainer", cfg.trainer)}
 
 
 def settings_hash(cfg: ExperimentConfig, dataset: str) -> str:
@@ -104,8 +140,8 @@ def settings_hash(cfg: ExperimentConfig, dataset: str) -> str:
 
 def pair_settings(cfg: ExperimentConfig, cells: tuple[Cell, ...]) -> dict:
     """What determines a pair's numbers: its cells (by hash), the sampler, eval less neutral keys."""
-    evaluation = {k: v for k, v in to_dict(cfg.eval).items() if k not in _NEUTRAL_EVAL_KEYS}
-    return {"cells": {c.split: c.settings_hash for c in cells}, "eval": evaluation, "sampler": to_dict(cfg.sampler)}
+    return {"cells": {c.split: c.settings_hash for c in cells}, "eval": identity("eval", cfg.eval),
+            "sampler": identity("sampler", cfg.sampler)}
 
 
 def item_settings(cfg: ExperimentConfig, item: Item) -> dict:

@@ -95,7 +95,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from gdm.experiment import load_experiment  # here: `gdm --help` stays free of torch
 
-        cfg = load_experiment(args.config, args.overrides)
+        cfg = load_experiment(args.config, args.overrides, need_source=args.command in _READ_SOURCE)
+        _adopt_older_folders(cfg, args.command)
         return COMMANDS[args.command](cfg, args)
     except ConfigError as err:
         print(f"gdm: config error: {err}", file=sys.stderr)
@@ -103,6 +104,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:  # OSError: no space, read-only storage, permissions
         print(f"gdm {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+
+
+# Commands that read the data source itself; the others need only the run folder (and work without the data).
+_READ_SOURCE = ("run", "prepare")
+# Commands that write the run folder: they first rename folders of an older naming (gdm.migrate).
+_MIGRATE = ("run", "train", "eval", "status", "report")
+
+
+def _adopt_older_folders(cfg: ExperimentConfig, command: str) -> None:
+    """Rename folders named by an older gdm to today's names, so they are recognised, never retrained."""
+    from gdm.migrate import migrate_folders
+
+    if command in _MIGRATE and cfg.run_dir.exists():
+        for old, new in migrate_folders(cfg):
+            print(f"gdm: renamed {old} -> {new} (named by an older gdm; same settings)", file=sys.stderr)
 
 
 def _one_line(err: BaseException) -> str:

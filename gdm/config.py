@@ -61,6 +61,9 @@ class TrainerConfig:
     num_workers: int = 0  # dataloader workers
     in_memory: bool = True  # keep the cell's training set in (device) memory; False streams shards
     seed: int = 0  # base seed; per-step seeds derive from (seed, cell, step, rank)
+    # intra-op CPU threads of training: the reduction order, so the weights, depend on it; every entry point
+    # (gdm run on any executor, gdm train, a resume) uses this one value. 1: the trajectory of gdm's local runs
+    threads: int = 1
 
 
 @dataclass
@@ -268,7 +271,8 @@ def _check_grid(cfg: ExperimentConfig) -> None:
 
 def _check_trainer(t: TrainerConfig) -> None:
     positive = {"max_steps": t.max_steps, "batch_size": t.batch_size, "lr": t.lr, "devices": t.devices,
-                "num_nodes": t.num_nodes, "checkpoint_every": t.checkpoint_every, "log_every": t.log_every}
+                "num_nodes": t.num_nodes, "checkpoint_every": t.checkpoint_every, "log_every": t.log_every,
+                "threads": t.threads}
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key 'trainer.{key}' is {value}; it must be > 0")

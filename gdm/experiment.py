@@ -17,19 +17,21 @@ from gdm.models import check_image_size
 from gdm.training.sigma import SIGMA_LAWS
 
 
-def load_experiment(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """`load_config`, then `check_registries`."""
+def load_experiment(path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                    need_source: bool = True) -> ExperimentConfig:
+    """`load_config`, then `check_registries`. need_source=False: a photo source need not exist here (commands
+    that read only the run folder: status, report, cancel, cells; a cell's name never depends on the path)."""
     cfg = load_config(path, list(overrides))
-    check_registries(cfg)
+    check_registries(cfg, need_source=need_source)
     return cfg
 
 
-def check_registries(cfg: ExperimentConfig) -> None:
+def check_registries(cfg: ExperimentConfig, *, need_source: bool = True) -> None:
     """ConfigError naming the key whose value no registry holds, or which its entry cannot take."""
     _check_choice("trainer.sigma_law", cfg.trainer.sigma_law, SIGMA_LAWS)
     _check_choice("eval.similarity", cfg.eval.similarity, SIMILARITIES)
     for name, data in cfg.datasets.items():
-        check_dataset(data, f"datasets.{name}")
+        check_dataset(data, f"datasets.{name}", need_source=need_source)
         try:
             check_image_size(cfg.model, data.image_size)
         except ValueError as err:

@@ -122,11 +122,20 @@ def _follow(directory: Path, env: SlurmEnv, work: Callable[[], object], patience
     return Outcome.BUSY
 
 
+def use_threads(count: int) -> None:
+    """Fix this process's intra-op threads to the cell's `trainer.threads`: sums over threads are ordered by
+    the count, so one value for every entry point keeps one trajectory (and a resume bit-identical)."""
+    import torch
+
+    torch.set_num_threads(count)
+
+
 def run_train_task(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, fit: FitFn | None = None,
                    env: SlurmEnv | None = None) -> Outcome:
     """Train `cell` here (resuming from its last.ckpt) unless it is done or owned by another process."""
     env = env or read_slurm_env()
     fit = fit or _default_fit()
+    use_threads(cfg.trainer.threads)
     plugins = _slurm_plugins(env)
     kwargs = {"plugins": plugins} if plugins else {}
     return run_owned(cfg, cell, lambda: fit(check_layout(cfg, env), cell, progress=progress, **kwargs), env)

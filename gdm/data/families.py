@@ -191,9 +191,10 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def check_dataset(data: DataConfig, key: str) -> None:
+def check_dataset(data: DataConfig, key: str, *, need_source: bool = True) -> None:
     """The registry's checks of one dataset's settings, before any work: the family exists, its params
-    resolve, and a family that reads photographs has an existing `<key>.source` (ConfigError names the key)."""
+    resolve, and a family that reads photographs has a `<key>.source`, existing here when need_source (commands
+    that only read the run folder do without: ConfigError names the key)."""
     if data.family not in FAMILIES:
         raise ConfigError(
             f"config key '{key}.family' is {data.family!r}; allowed values: {', '.join(sorted(FAMILIES))}"
@@ -208,6 +209,6 @@ def check_dataset(data: DataConfig, key: str) -> None:
     if not data.source:
         raise ConfigError(f"config key '{key}.source' is not set; family {data.family!r} reads its images from a "
                           f"folder or .zip: pass {key}.source=/path/to/images")
-    if not Path(data.source).exists():
+    if need_source and not Path(data.source).exists():
         raise ConfigError(f"config key '{key}.source' is {data.source!r}, which does not exist; give the folder or "
                           ".zip holding the images")
