@@ -1,0 +1,64 @@
+"""Identity v1: a cell's name survives a data move and a gdm release adding a neutral setting; a change that
+matters gives new folders; folders of the previous naming are recognised; commands without the data work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from gdm.cells import Files, expand_cells, expand_pairs
+from gdm.cli import main
+from gdm.config import TrainerConfig, load_config, to_dict
+from gdm.io import stable_hash
+from gdm.migrate import migrate_folders
+
+FOLDER = ["datasets={}", "datasets.photos.family=folder", "datasets.photos.image_size=16",
+          "datasets.photos.pool_size=8", "datasets.photos.test_size=4"]
+
+
+def _ids(cfg) -> list[str]:
+    return [c.cell_id for c in expand_cells(cfg)] + [p.pair_id for p in expand_pairs(cfg)]
+
+
+def _today_cell_hash(cfg, dataset: str) -> str:
+    """The cell hash of the release before identity v1, kept here verbatim: the whole dataset section."""
+    neutral = ("log_every", "val_every", "num_workers", "checkpoint_every", "compile", "accelerator")
+    trainer = {k: v for k, v in to_dict(cfg.trainer).items() if k not in neutral and k != "threads"}
+    return stable_hash({"data": to_dict(cfg.datasets[dataset]), "model": to_dict(cfg.model), "trainer": trainer}, 8)
+
+
+def test_moved_source_keeps_every_id(tiny_overrides, tmp_path):
+    a = load_config(None, [*tiny_overrides, *FOLDER, f"datasets.photos.source={tmp_path / 'a'}"])
+    b = load_config(None, [*tiny_overrides, *FOLDER, f"datasets.photos.source={tmp_path / 'b'}"])
+    assert _ids(a) == _ids(b)
+
+
+def test_new_neutral_setting_keeps_every_hash_and_lr_changes_them(tiny_config):
+    later = dataclasses.make_dataclass("Later", [("warmup", int, dataclasses.field(default=0))], bases=(TrainerConfig,))
+    newer = dataclasses.replace(tiny_config, trainer=later(**to_dict(tiny_config.trainer)))
+    assert _ids(newer) == _ids(tiny_config)
+    off_default = dataclasses.replace(tiny_config, trainer=later(**to_dict(tiny_config.trainer), warmup=5))
+    assert set(_ids(off_default)).isdisjoint(_ids(tiny_config))
+    lr = dataclasses.replace(tiny_config, trainer=dataclasses.replace(tiny_config.trainer, lr=5e-4))
+    assert set(_ids(lr)).isdisjoint(_ids(tiny_config))
+
+
+def test_folder_of_previous_release_is_recognised(tiny_config):
+    cell = expand_cells(tiny_config)[0]
+    old = tiny_config.run_dir / cell.dataset / f"n{cell.n:06d}-{cell.split}-{_today_cell_hash(tiny_config, cell.dataset)}"
+    old.mkdir(parents=True)
+    (old / Files.SETTINGS).write_text("{}")
+    (old / Files.DONE).write_text(json.dumps({"weights": "kept"}))
+    moved = migrate_folders(tiny_config)
+    assert (old, cell.directory(tiny_config)) in moved
+    assert json.loads((cell.directory(tiny_config) / Files.DONE).read_text()) == {"weights": "kept"}
+
+
+def test_commands_work_without_the_source(tiny_overrides, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: tiny\n")
+    args = [str(config), *tiny_overrides, *FOLDER, f"datasets.photos.source={tmp_path / 'gone'}"]
+    for command in ("cells", "status", "cancel"):
+        assert main([command, *args]) == 0, command
+    assert main(["run", *args]) == 2  # the one command that reads the source refuses, naming the key
+    assert "datasets.photos.source" in capsys.readouterr().err
