@@ -45,7 +45,8 @@ def test_new_neutral_setting_keeps_every_hash_and_lr_changes_them(tiny_config):
 
 def test_folder_of_previous_release_is_recognised(tiny_config):
     cell = expand_cells(tiny_config)[0]
-    old = tiny_config.run_dir / cell.dataset / f"n{cell.n:06d}-{cell.split}-{_today_cell_hash(tiny_config, cell.dataset)}"
+    today = _today_cell_hash(tiny_config, cell.dataset)
+    old = tiny_config.run_dir / cell.dataset / f"n{cell.n:06d}-{cell.split}-{today}"
     old.mkdir(parents=True)
     (old / Files.SETTINGS).write_text("{}")
     (old / Files.DONE).write_text(json.dumps({"weights": "kept"}))
