@@ -63,3 +63,27 @@ def test_commands_work_without_the_source(tiny_overrides, tmp_path, capsys):
         assert main([command, *args]) == 0, command
     assert main(["run", *args]) == 2  # the one command that reads the source refuses, naming the key
     assert "datasets.photos.source" in capsys.readouterr().err
+
+
+def test_finished_run_survives_a_data_move(tiny_overrides, tmp_path):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from launch.grid import run_grid
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):  # distinct textures: none is a near-duplicate of another
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(source / f"{i:02d}.png")
+    overrides = [*tiny_overrides, "n_train=[1]", *FOLDER]
+    cfg = load_config(None, [*overrides, f"datasets.photos.source={source}"])
+    run_grid(cfg, progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in cfg.run_dir.glob("*/n*/DONE")}
+    moved = tmp_path / "scratch" / "photos"
+    shutil.move(source, moved)
+    again = load_config(None, [*overrides, f"datasets.photos.source={moved}"])
+    run_grid(again, progress=False)
+    assert stamps and {p: p.stat().st_mtime_ns for p in again.run_dir.glob("*/n*/DONE")} == stamps
