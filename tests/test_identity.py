@@ -87,3 +87,17 @@ def test_finished_run_survives_a_data_move(tiny_overrides, tmp_path):
     again = load_config(None, [*overrides, f"datasets.photos.source={moved}"])
     run_grid(again, progress=False)
     assert stamps and {p: p.stat().st_mtime_ns for p in again.run_dir.glob("*/n*/DONE")} == stamps
+
+
+def test_run_and_train_give_bit_identical_weights(tiny_overrides, tmp_path):
+    import hashlib
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: tiny\n")
+    common = [str(config), *tiny_overrides, "n_train=[4]", "trainer.max_steps=4"]
+    local = [*common, f"root={tmp_path / 'local'}", "launch.executor=local", "launch.train.cpus_per_task=1"]
+    assert main(["run", *local]) == 0
+    assert main(["prepare", *common]) == 0
+    assert main(["train", *common, "--cell-index", "0"]) == 0
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.glob("*/tiny/*/n*-A-*/model.pt")}
+    assert len(list(tmp_path.glob("*/tiny/*/n*-A-*/model.pt"))) == 2 and len(digests) == 1
