@@ -45,6 +45,9 @@ def test_resolved_yaml_round_trips(tmp_path):
         (["eval.similarity=l2"], ["eval.memorization_threshold", "negative"]),
         (["eval.jacobian.chunk=0"], ["eval.jacobian.chunk", "≥ 1"]),
         (["eval.psnr_sigmas=[0.1,0]"], ["eval.psnr_sigmas", "> 0"]),
+        (["sampler.beta=0"], ["sampler.beta", "0 < beta", "never reaches sampler.sigma_end"]),
+        (["sampler.sigma_end=1.0"], ["sampler.sigma_end", "sigma_end must be < sigma_0"]),
+        (["sampler.sigma_end=0.5", "sampler.sigma_0=0.2"], ["sampler.sigma_end", "sampler.sigma_0"]),
     ],
 )
 def test_bad_values_name_their_key(overrides, fragments):
@@ -72,3 +75,36 @@ def test_datasets_of_a_file_replace_the_default(tmp_path):
     path.write_text("datasets:\n  waves:\n    family: sines\n    image_size: 16\n")
     cfg = load_experiment(path)
     assert list(cfg.datasets) == ["waves"]
+
+
+@pytest.fixture
+def celeba80(tmp_path):
+    """configs/celeba80.yaml loaded with an (empty) image folder as its source, plus overrides."""
+    (tmp_path / "faces").mkdir()
+    return lambda *overrides: load_experiment(REPO / "configs/celeba80.yaml",
+                                              [f"datasets.celeba.source={tmp_path / 'faces'}", *overrides])
+
+
+def test_gpu_layout_must_match_the_jobs_gpus(celeba80):
+    """celeba80 asks for 1 GPU per node: 8 processes per node need 8 GPUs, or the job fails only when it starts."""
+    eight = ["trainer.devices=8", "launch.train.tasks_per_node=8"]
+    with pytest.raises(ConfigError) as caught:
+        celeba80(*eight)
+    assert "launch.train.gpus_per_node" in str(caught.value) and "trainer.devices" in str(caught.value)
+    assert "gpus_per_node=8" in str(caught.value)
+    cfg = celeba80(*eight, "launch.train.gpus_per_node=8")
+    assert cfg.launch.train.gpus_per_node == cfg.trainer.devices == 8
+
+
+def test_memory_per_node_counts_every_rank_and_the_split(celeba80):
+    """8 ranks each load the 98 325-image split (2.34 GiB as float32): 32 GiB per node is too little."""
+    eight = ["trainer.devices=8", "launch.train.tasks_per_node=8", "launch.train.gpus_per_node=8"]
+    with pytest.raises(ConfigError) as caught:
+        celeba80(*eight, "launch.train.mem_gb=32")
+    message = str(caught.value)
+    assert "launch.train.mem_gb" in message and "trainer.devices=8" in message and "n_train 98325" in message
+    assert "needs about 61.5" in message, message  # 8 × (3 GiB + 2 × 2.34 GiB)
+    one_rank = celeba80("launch.train.mem_gb=32")
+    assert one_rank.launch.train.mem_gb == 32  # one rank fits: the check scales with the ranks per node
+    streamed = celeba80(*eight, "launch.train.mem_gb=32", "trainer.in_memory=false")
+    assert not streamed.trainer.in_memory  # a streaming rank holds no copy of the split
