@@ -146,7 +146,10 @@ class LaunchConfig:
         "local"  # where jobs run: local (submitit subprocesses), slurm, inprocess
     )
     max_parallel: int = 1  # jobs running at once (local) / slurm_array_parallelism
-    poll_seconds: float = 2.0  # how often the driver polls running jobs
+    poll_seconds: float = 2.0  # first interval between the driver's polls of running jobs, s (again after any change)
+    # cap of the polls' backoff (each quiet poll waits 1.5× longer), s; None: 60 on SLURM (every poll runs squeue,
+    # a shared service admins throttle), poll_seconds elsewhere (a local poll costs nothing)
+    poll_max_seconds: Optional[float] = None
     train: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of a training job
     eval: ResourcesConfig = field(
         default_factory=ResourcesConfig
@@ -206,6 +209,9 @@ def _read_yaml(path: Path) -> DictConfig:
         loaded = OmegaConf.load(path)
     except Exception as err:  # yaml.YAMLError and OmegaConf's own parse errors
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if isinstance(loaded, DictConfig) and not loaded:  # an empty file would silently train the schema defaults
+        raise ConfigError(f"config file {path} is empty; give at least name: and datasets: "
+                          "(see configs/quickstart.yaml)")
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping of keys (name:, n_train:, …), not a list")
     return loaded
@@ -237,6 +243,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_eval(cfg.eval)
     for kind in ("train", "eval", "prepare"):
         _check_resources(getattr(cfg.launch, kind), f"launch.{kind}")
+    _check_polling(cfg.launch)
     _check_layout(cfg)
     for name, data in cfg.datasets.items():
         _check_dataset(cfg, name, data)
@@ -302,7 +309,8 @@ def _check_train_memory(cfg: ExperimentConfig) -> None:
             f"config key 'launch.train.mem_gb' is {r.mem_gb:g} GiB per node but training needs about {needed:.1f}: "
             f"trainer.devices={cfg.trainer.devices} ranks per node each hold {rank_overhead_gb(cfg):g} GiB plus "
             f"{SPLIT_COPIES_PER_RANK} copies of the largest split (n_train {max(cfg.n_train)} × pixels × 4 bytes = "
-            f"{split_gb(cfg):.2f} GiB); raise launch.train.mem_gb to {math.ceil(needed)} or set trainer.in_memory=false")
+            f"{split_gb(cfg):.2f} GiB); raise launch.train.mem_gb to {math.ceil(needed)} "
+            "or set trainer.in_memory=false")
 
 
 def _check_grid(cfg: ExperimentConfig) -> None:
@@ -360,6 +368,14 @@ def _check_eval(e: EvalConfig) -> None:
         raise ConfigError(
             "config keys 'eval.psnr_sigmas' and 'eval.jacobian.sigmas' hold noise levels; each must be > 0"
         )
+
+
+def _check_polling(launch: LaunchConfig) -> None:
+    if launch.poll_seconds <= 0:
+        raise ConfigError(f"config key 'launch.poll_seconds' is {launch.poll_seconds}; it must be > 0")
+    if launch.poll_max_seconds is not None and launch.poll_max_seconds < launch.poll_seconds:
+        raise ConfigError(f"config key 'launch.poll_max_seconds' is {launch.poll_max_seconds}, below "
+                          f"launch.poll_seconds ({launch.poll_seconds}); the cap must be ≥ the first interval")
 
 
 def _check_resources(r: ResourcesConfig, key: str) -> None:

@@ -108,3 +108,26 @@ def test_memory_per_node_counts_every_rank_and_the_split(celeba80):
     assert one_rank.launch.train.mem_gb == 32  # one rank fits: the check scales with the ranks per node
     streamed = celeba80(*eight, "launch.train.mem_gb=32", "trainer.in_memory=false")
     assert not streamed.trainer.in_memory  # a streaming rank holds no copy of the split
+
+
+def test_an_empty_config_file_is_refused_naming_it(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        load_experiment(empty)
+
+
+def test_poll_backoff_grows_to_its_cap_and_resets():
+    from launch.grid import PollBackoff
+
+    slurm = PollBackoff.of(load_experiment(REPO / "configs/quickstart.yaml", ["launch.executor=slurm"]))
+    waits = [slurm.next() for _ in range(12)]
+    assert waits[0] == 2.0 and waits == sorted(waits) and waits[-1] == 60.0  # seconds first, 60 s on long waits
+    slurm.reset()
+    assert slurm.next() == 2.0
+    local = PollBackoff.of(load_experiment(REPO / "configs/quickstart.yaml"))
+    assert {local.next() for _ in range(5)} == {2.0}  # local polls cost nothing: no backoff by default
+    capped = PollBackoff.of(load_experiment(REPO / "configs/quickstart.yaml", ["launch.poll_max_seconds=5"]))
+    assert [capped.next() for _ in range(4)] == [2.0, 3.0, 4.5, 5.0]
+    with pytest.raises(ConfigError, match="launch.poll_max_seconds"):
+        load_experiment(REPO / "configs/quickstart.yaml", ["launch.poll_max_seconds=1"])
