@@ -314,8 +314,10 @@ def _check_train_memory(cfg: ExperimentConfig) -> None:
 
 
 def _check_grid(cfg: ExperimentConfig) -> None:
-    if not cfg.name or "/" in cfg.name:
-        raise ConfigError(f"config key 'name' is {cfg.name!r}; use a non-empty name without '/'")
+    # root/<name> must be a folder of its own inside root: '.', '..' or a path would write elsewhere
+    if not cfg.name or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
+        raise ConfigError(f"config key 'name' is {cfg.name!r}; the run folder is root/<name>, so use a non-empty "
+                          "name without '/' or '\\' that is not '.' or '..' (e.g. name=quickstart)")
     if not cfg.n_train or any(n < 1 for n in cfg.n_train):
         raise ConfigError(f"config key 'n_train' is {cfg.n_train}; give one or more sizes ≥ 1")
     repeated = sorted({n for n in cfg.n_train if cfg.n_train.count(n) > 1})
