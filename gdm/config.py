@@ -7,6 +7,7 @@ one-line comment with its meaning and unit. OmegaConf enforces the types and ref
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -148,7 +149,10 @@ class LaunchConfig:
         "local"  # where jobs run: local (submitit subprocesses), slurm, inprocess
     )
     max_parallel: int = 1  # jobs running at once (local) / slurm_array_parallelism
-    poll_seconds: float = 2.0  # how often the driver polls running jobs
+    poll_seconds: float = 2.0  # first interval between the driver's polls of running jobs, s (again after any change)
+    # cap of the polls' backoff (each quiet poll waits 1.5× longer), s; None: 60 on SLURM (every poll runs squeue,
+    # a shared service admins throttle), poll_seconds elsewhere (a local poll costs nothing)
+    poll_max_seconds: Optional[float] = None
     train: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of a training job
     eval: ResourcesConfig = field(
         default_factory=ResourcesConfig
@@ -208,6 +212,9 @@ def _read_yaml(path: Path) -> DictConfig:
         loaded = OmegaConf.load(path)
     except Exception as err:  # yaml.YAMLError and OmegaConf's own parse errors
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if isinstance(loaded, DictConfig) and not loaded:  # an empty file would silently train the schema defaults
+        raise ConfigError(f"config file {path} is empty; give at least name: and datasets: "
+                          "(see configs/quickstart.yaml)")
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping of keys (name:, n_train:, …), not a list")
     return loaded
@@ -239,24 +246,81 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_eval(cfg.eval)
     for kind in ("train", "eval", "prepare"):
         _check_resources(getattr(cfg.launch, kind), f"launch.{kind}")
+    _check_polling(cfg.launch)
     _check_layout(cfg)
     for name, data in cfg.datasets.items():
         _check_dataset(cfg, name, data)
 
 
+# Host memory one training rank needs besides its images, GiB: Python, torch and Lightning take about 0.4 GiB
+# (measured on a CPU rank) plus working buffers; a GPU rank adds the CUDA context and pinned buffers.
+RANK_OVERHEAD_GB = {"cpu": 0.75, "gpu": 3.0}
+# Copies of its training split one rank holds in host memory at once while loading it (the decoded cache read in,
+# the float32 tensor made from it, before it moves to the GPU); trainer.in_memory=False streams and holds none.
+SPLIT_COPIES_PER_RANK = 2
+
+
+def split_gb(cfg: ExperimentConfig) -> float:
+    """GiB of the largest training split as float32: max n_train × the largest image's pixels × 4 bytes."""
+    pixels = max(d.image_size ** 2 for d in cfg.datasets.values())
+    return max(cfg.n_train) * pixels * 4 / 2 ** 30
+
+
+def trains_on_gpu(cfg: ExperimentConfig) -> bool:
+    """A GPU asked for by the trainer or by the training job's resources."""
+    return cfg.trainer.accelerator in ("gpu", "cuda") or cfg.launch.train.gpus_per_node > 0
+
+
+def rank_overhead_gb(cfg: ExperimentConfig) -> float:
+    return RANK_OVERHEAD_GB["gpu" if trains_on_gpu(cfg) else "cpu"]
+
+
+def train_memory_gb(cfg: ExperimentConfig) -> float:
+    """Host memory a training job needs per node: every rank on it (trainer.devices) loads the split itself."""
+    held = SPLIT_COPIES_PER_RANK * split_gb(cfg) if cfg.trainer.in_memory else 0.0
+    return cfg.trainer.devices * (rank_overhead_gb(cfg) + held)
+
+
 def _check_layout(cfg: ExperimentConfig) -> None:
     """On SLURM one Lightning process runs per task: the trainer's layout is the job's. Both are stated,
-    and must agree, because the layout is part of a cell's settings (its per-rank seeds depend on it)."""
+    and must agree, because the layout is part of a cell's settings (its per-rank seeds depend on it).
+    The launch.* resources are SLURM's requests: other executors run on this machine and ignore them."""
     t, r = cfg.trainer, cfg.launch.train
-    if cfg.launch.executor == "slurm" and (t.devices, t.num_nodes) != (r.tasks_per_node, r.nodes):
+    if cfg.launch.executor != "slurm":
+        return
+    if (t.devices, t.num_nodes) != (r.tasks_per_node, r.nodes):
         raise ConfigError(f"config keys 'trainer.devices'/'trainer.num_nodes' are {t.devices}/{t.num_nodes} but "
                           f"'launch.train.tasks_per_node'/'launch.train.nodes' are {r.tasks_per_node}/{r.nodes}; "
                           "one Lightning process runs per SLURM task, so set them equal")
+    _check_gpus(cfg)
+    _check_train_memory(cfg)
+
+
+def _check_gpus(cfg: ExperimentConfig) -> None:
+    """Lightning gives each of its trainer.devices processes on a node its own GPU: the job must hold that many."""
+    t, r = cfg.trainer, cfg.launch.train
+    if trains_on_gpu(cfg) and r.gpus_per_node != t.devices:
+        raise ConfigError(f"config key 'launch.train.gpus_per_node' is {r.gpus_per_node} but 'trainer.devices' is "
+                          f"{t.devices} (trainer.accelerator={t.accelerator}): each process per node needs its own "
+                          f"GPU, so set launch.train.gpus_per_node={t.devices}")
+
+
+def _check_train_memory(cfg: ExperimentConfig) -> None:
+    needed, r = train_memory_gb(cfg), cfg.launch.train
+    if r.mem_gb < needed:
+        raise ConfigError(
+            f"config key 'launch.train.mem_gb' is {r.mem_gb:g} GiB per node but training needs about {needed:.1f}: "
+            f"trainer.devices={cfg.trainer.devices} ranks per node each hold {rank_overhead_gb(cfg):g} GiB plus "
+            f"{SPLIT_COPIES_PER_RANK} copies of the largest split (n_train {max(cfg.n_train)} × pixels × 4 bytes = "
+            f"{split_gb(cfg):.2f} GiB); raise launch.train.mem_gb to {math.ceil(needed)} "
+            "or set trainer.in_memory=false")
 
 
 def _check_grid(cfg: ExperimentConfig) -> None:
-    if not cfg.name or "/" in cfg.name:
-        raise ConfigError(f"config key 'name' is {cfg.name!r}; use a non-empty name without '/'")
+    # root/<name> must be a folder of its own inside root: '.', '..' or a path would write elsewhere
+    if not cfg.name or cfg.name in (".", "..") or "/" in cfg.name or "\\" in cfg.name:
+        raise ConfigError(f"config key 'name' is {cfg.name!r}; the run folder is root/<name>, so use a non-empty "
+                          "name without '/' or '\\' that is not '.' or '..' (e.g. name=quickstart)")
     if not cfg.n_train or any(n < 1 for n in cfg.n_train):
         raise ConfigError(f"config key 'n_train' is {cfg.n_train}; give one or more sizes ≥ 1")
     repeated = sorted({n for n in cfg.n_train if cfg.n_train.count(n) > 1})
@@ -312,6 +376,14 @@ def _check_eval(e: EvalConfig) -> None:
         )
 
 
+def _check_polling(launch: LaunchConfig) -> None:
+    if launch.poll_seconds <= 0:
+        raise ConfigError(f"config key 'launch.poll_seconds' is {launch.poll_seconds}; it must be > 0")
+    if launch.poll_max_seconds is not None and launch.poll_max_seconds < launch.poll_seconds:
+        raise ConfigError(f"config key 'launch.poll_max_seconds' is {launch.poll_max_seconds}, below "
+                          f"launch.poll_seconds ({launch.poll_seconds}); the cap must be ≥ the first interval")
+
+
 def _check_resources(r: ResourcesConfig, key: str) -> None:
     if r.max_requeues < 0:
         raise ConfigError(f"config key '{key}.max_requeues' is {r.max_requeues}; it must be ≥ 0 (0: never requeue)")
@@ -323,11 +395,18 @@ def _check_resources(r: ResourcesConfig, key: str) -> None:
 def _check_sampler(s: SamplerConfig) -> None:
     if not 0 < s.h0 <= 1:
         raise ConfigError(f"config key 'sampler.h0' is {s.h0}; allowed: 0 < h0 ≤ 1")
-    if not 0 <= s.beta <= 1:
-        raise ConfigError(f"config key 'sampler.beta' is {s.beta}; allowed: 0 ≤ beta ≤ 1")
+    if not 0 < s.beta <= 1:  # Algorithm 1: σ_t shrinks by (1 − β·h) a step, so β = 0 never lowers it
+        raise ConfigError(f"config key 'sampler.beta' is {s.beta}; allowed: 0 < beta ≤ 1. The effective noise σ_t "
+                          "shrinks by a factor (1 − beta·h) per step: with beta=0 each step injects as much noise as "
+                          "it removes, σ_t never reaches sampler.sigma_end and every sample runs to sampler.max_steps "
+                          "(the paper uses beta=0.1)")
     if s.sigma_0 <= 0 or s.sigma_end <= 0:
         raise ConfigError(f"config keys 'sampler.sigma_0'/'sampler.sigma_end' are {s.sigma_0}/{s.sigma_end}; "
                           "both must be > 0")
+    if s.sigma_end >= s.sigma_0:  # the loop stops once σ_t < sigma_end: it would return the initial noise
+        raise ConfigError(f"config keys 'sampler.sigma_end'/'sampler.sigma_0' are {s.sigma_end}/{s.sigma_0}; "
+                          "sampling starts at noise σ_0 and stops once σ_t falls below sigma_end, so sigma_end must "
+                          "be < sigma_0 (e.g. sigma_end=0.05 with sigma_0=1)")
     if s.max_steps <= 0:
         raise ConfigError(f"config key 'sampler.max_steps' is {s.max_steps}; it must be > 0")
 

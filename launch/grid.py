@@ -98,6 +98,41 @@ def submit_detached(cfg: ExperimentConfig, *, steps: GridSteps | None = None) ->
     return driver.submit_all()
 
 
+SLURM_POLL_CAP_S = 60.0  # default cap of the backoff on SLURM: submitit's own squeue polling backs off to 60 s too
+
+
+@dataclass
+class PollBackoff:
+    """Seconds between the driver's polls: `first` after a change, ×`factor` per quiet poll, at most `cap`.
+
+    Jobs that run for days are then polled once a `cap`, while a burst of changes (jobs ending, pairs
+    going out) is still followed within `first` seconds.
+    """
+
+    first: float
+    cap: float
+    factor: float = 1.5
+    current: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.current = self.first
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig) -> PollBackoff:
+        launch = cfg.launch
+        default_cap = SLURM_POLL_CAP_S if launch.executor == "slurm" else launch.poll_seconds
+        cap = default_cap if launch.poll_max_seconds is None else launch.poll_max_seconds
+        return cls(launch.poll_seconds, max(cap, launch.poll_seconds))
+
+    def next(self) -> float:
+        """The wait before the next poll; the one after it is longer (up to the cap)."""
+        wait, self.current = self.current, min(self.cap, self.current * self.factor)
+        return wait
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
 @dataclass
 class Tracked:
     """A cell or pair this driver waits on: its job, or (job None) an owner or queued job it adopted."""
@@ -125,6 +160,7 @@ class GridDriver:
         self.failed_cells: set[str] = set()
         self.takeovers: dict[str, int] = {}
         self._executors: dict[str, Any] = {}
+        self.poll_waits: list[float] = []  # seconds slept between polls, in order (tests read the backoff)
         self.bar = tqdm(total=len(self.cells) + len(self.pairs), desc=f"gdm {self.cfg.name}",
                         unit="job", disable=not self.progress)
 
@@ -174,12 +210,16 @@ class GridDriver:
         self.waiting_cells = [c for c in self.cells if not self._skip_done(c)]
         self.waiting_pairs = [p for p in self.pairs if not self._skip_done(p)]
         self._adopt_owned()
+        backoff = PollBackoff.of(self.cfg)
         while self.waiting_cells or self.waiting_pairs or self.live:
             changed = self._submit_pairs() | self._submit_cells() | self._reap()
             if not changed and not self.live:  # guards the loop: should be unreachable
                 raise RuntimeError(f"gdm run: nothing running and nothing can start: {self.waiting_pairs}")
-            if not changed:
-                time.sleep(self.cfg.launch.poll_seconds)
+            if changed:
+                backoff.reset()
+            else:
+                self.poll_waits.append(backoff.next())
+                time.sleep(self.poll_waits[-1])
         self.bar.close()
         return self.summary
 

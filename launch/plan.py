@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gdm import lifecycle
 from gdm.cells import Cell, EvalPair, expand_cells, expand_pairs
-from gdm.config import ExperimentConfig, ModelConfig, ResourcesConfig
+from gdm.config import ExperimentConfig, ModelConfig, ResourcesConfig, train_memory_gb, trains_on_gpu
 from gdm.models import build_model
 
 
@@ -132,7 +132,17 @@ def _jobs(cfg: ExperimentConfig, plan: Plan) -> list[str]:
         lines.append(f"{kind} jobs: {count} on executor {launch.executor} ({shape}); each {r.nodes} node × "
                      f"{r.tasks_per_node} task, {devices}/node, {r.mem_gb:g} GiB, {r.time_min} min, "
                      f"partition {r.partition or '(default)'}")
-    return lines
+    return lines + [_train_layout(cfg)]
+
+
+def _train_layout(cfg: ExperimentConfig) -> str:
+    """The batch each training process (one per GPU on a GPU) draws per step, and the host memory it needs."""
+    t = cfg.trainer
+    ranks = t.devices * t.num_nodes
+    device = "GPU" if trains_on_gpu(cfg) else "process"
+    return (f"training layout: {t.num_nodes} node × {t.devices} {device}s; batch per {device} "
+            f"{t.batch_size // ranks} (trainer.batch_size {t.batch_size} / {ranks}); host memory needed per node "
+            f"about {train_memory_gb(cfg):.1f} GiB (launch.train.mem_gb {cfg.launch.train.mem_gb:g})")
 
 
 def _size(count: float) -> str:

@@ -14,6 +14,14 @@
 # It coexists with the one-node cluster: its own slurm.conf (not /etc/slurm/slurm.conf, so select it
 # with SLURM_CONF), ports 6827/6828 instead of 6817/6818, its own state directory $GDM_SLURM2_DIR
 # (default /tmp/gdm-slurm2). Every node declares the machine's CPUs, so the two "hosts" share its cores.
+#
+# It accepts its own traffic whatever the machine's firewall: Docker (started once with its defaults) sets
+# the iptables FORWARD policy to DROP and loads br_netfilter with bridge-nf-call-iptables=1, so frames
+# between the namespaces, crossing the bridge, go through FORWARD and are dropped ("Task launch ... failed
+# on node gdm-n2: Communication connection failure"). The script inserts ACCEPT rules for its bridge
+# (tagged with a comment, added once) at the top of FORWARD and INPUT; stop_two_host_cluster.sh --all
+# removes them. The global sysctl is left alone: other bridges (Docker's) rely on it, and a bridge's own
+# nf_call_iptables can only add to the global setting, not turn it off.
 set -euo pipefail
 
 STATE_DIR="${GDM_SLURM2_DIR:-/tmp/gdm-slurm2}"
@@ -27,6 +35,7 @@ CPUS="${GDM_SLURM_CPUS:-$(nproc)}"
 # Each node gets 40% of the memory: the two stay below the machine's, so slurmd never drains for "low memory".
 MEM_MB="${GDM_SLURM_MEM_MB:-$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 4 / 10 ))}"
 HOSTS_MARK="# gdm two-host cluster"
+FIREWALL_MARK="gdm two-host cluster"  # the comment on its iptables rules
 
 log() { echo "[start_two_host_cluster] $*"; }
 fail() { echo "start_two_host_cluster.sh: $*" >&2; exit 1; }
@@ -67,6 +76,26 @@ make_host() {
     output_has "$(node_addr "$index")/24" ip -n "$name" addr show dev eth0 \
         || ip -n "$name" addr add "$(node_addr "$index")/24" dev eth0
     output_has default ip -n "$name" route show default || ip -n "$name" route add default via "${SUBNET}.1"
+}
+
+# One iptables rule, inserted at the top of its chain unless already there (-C), so reruns add nothing.
+accept_rule() {
+    local chain="$1"; shift
+    iptables -w -C "$chain" "$@" -m comment --comment "$FIREWALL_MARK" -j ACCEPT 2>/dev/null \
+        || iptables -w -I "$chain" 1 "$@" -m comment --comment "$FIREWALL_MARK" -j ACCEPT
+}
+
+# FORWARD: node to node across the bridge (seen by iptables when br_netfilter calls it for bridged
+# frames); INPUT: the nodes to slurmctld on the bridge's address. Without iptables there is no such
+# firewall to open.
+open_firewall() {
+    if ! command -v iptables >/dev/null; then
+        log "no iptables here: no FORWARD rules to add"
+        return 0
+    fi
+    accept_rule FORWARD -i "$BRIDGE" -o "$BRIDGE"
+    accept_rule INPUT -i "$BRIDGE"
+    log "iptables accepts $BRIDGE traffic (FORWARD policy: $(iptables -w -S FORWARD 2>/dev/null | awk '$1 == "-P" {print $3}'))"
 }
 
 # /etc/hosts is rewritten in place (it may be a bind mount, which a rename would not replace).
@@ -184,6 +213,7 @@ wait_idle() {
 }
 
 make_bridge
+open_firewall
 for index in "${!NODES[@]}"; do make_host "$index"; done
 write_hosts
 write_config

@@ -45,6 +45,12 @@ def test_resolved_yaml_round_trips(tmp_path):
         (["eval.similarity=l2"], ["eval.memorization_threshold", "negative"]),
         (["eval.jacobian.chunk=0"], ["eval.jacobian.chunk", "≥ 1"]),
         (["eval.psnr_sigmas=[0.1,0]"], ["eval.psnr_sigmas", "> 0"]),
+        (["name=.."], ["name", "'..'"]),
+        (["name=."], ["name", "root/<name>"]),
+        (["name=/tmp/elsewhere"], ["name", "without '/'"]),
+        (["sampler.beta=0"], ["sampler.beta", "0 < beta", "never reaches sampler.sigma_end"]),
+        (["sampler.sigma_end=1.0"], ["sampler.sigma_end", "sigma_end must be < sigma_0"]),
+        (["sampler.sigma_end=0.5", "sampler.sigma_0=0.2"], ["sampler.sigma_end", "sampler.sigma_0"]),
     ],
 )
 def test_bad_values_name_their_key(overrides, fragments):
@@ -72,3 +78,59 @@ def test_datasets_of_a_file_replace_the_default(tmp_path):
     path.write_text("datasets:\n  waves:\n    family: sines\n    image_size: 16\n")
     cfg = load_experiment(path)
     assert list(cfg.datasets) == ["waves"]
+
+
+@pytest.fixture
+def celeba80(tmp_path):
+    """configs/celeba80.yaml loaded with an (empty) image folder as its source, plus overrides."""
+    (tmp_path / "faces").mkdir()
+    return lambda *overrides: load_experiment(REPO / "configs/celeba80.yaml",
+                                              [f"datasets.celeba.source={tmp_path / 'faces'}", *overrides])
+
+
+def test_gpu_layout_must_match_the_jobs_gpus(celeba80):
+    """celeba80 asks for 1 GPU per node: 8 processes per node need 8 GPUs, or the job fails only when it starts."""
+    eight = ["trainer.devices=8", "launch.train.tasks_per_node=8"]
+    with pytest.raises(ConfigError) as caught:
+        celeba80(*eight)
+    assert "launch.train.gpus_per_node" in str(caught.value) and "trainer.devices" in str(caught.value)
+    assert "gpus_per_node=8" in str(caught.value)
+    cfg = celeba80(*eight, "launch.train.gpus_per_node=8")
+    assert cfg.launch.train.gpus_per_node == cfg.trainer.devices == 8
+
+
+def test_memory_per_node_counts_every_rank_and_the_split(celeba80):
+    """8 ranks each load the 98 325-image split (2.34 GiB as float32): 32 GiB per node is too little."""
+    eight = ["trainer.devices=8", "launch.train.tasks_per_node=8", "launch.train.gpus_per_node=8"]
+    with pytest.raises(ConfigError) as caught:
+        celeba80(*eight, "launch.train.mem_gb=32")
+    message = str(caught.value)
+    assert "launch.train.mem_gb" in message and "trainer.devices=8" in message and "n_train 98325" in message
+    assert "needs about 61.5" in message, message  # 8 × (3 GiB + 2 × 2.34 GiB)
+    one_rank = celeba80("launch.train.mem_gb=32")
+    assert one_rank.launch.train.mem_gb == 32  # one rank fits: the check scales with the ranks per node
+    streamed = celeba80(*eight, "launch.train.mem_gb=32", "trainer.in_memory=false")
+    assert not streamed.trainer.in_memory  # a streaming rank holds no copy of the split
+
+
+def test_an_empty_config_file_is_refused_naming_it(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        load_experiment(empty)
+
+
+def test_poll_backoff_grows_to_its_cap_and_resets():
+    from launch.grid import PollBackoff
+
+    slurm = PollBackoff.of(load_experiment(REPO / "configs/quickstart.yaml", ["launch.executor=slurm"]))
+    waits = [slurm.next() for _ in range(12)]
+    assert waits[0] == 2.0 and waits == sorted(waits) and waits[-1] == 60.0  # seconds first, 60 s on long waits
+    slurm.reset()
+    assert slurm.next() == 2.0
+    local = PollBackoff.of(load_experiment(REPO / "configs/quickstart.yaml"))
+    assert {local.next() for _ in range(5)} == {2.0}  # local polls cost nothing: no backoff by default
+    capped = PollBackoff.of(load_experiment(REPO / "configs/quickstart.yaml", ["launch.poll_max_seconds=5"]))
+    assert [capped.next() for _ in range(4)] == [2.0, 3.0, 4.5, 5.0]
+    with pytest.raises(ConfigError, match="launch.poll_max_seconds"):
+        load_experiment(REPO / "configs/quickstart.yaml", ["launch.poll_max_seconds=1"])

@@ -39,7 +39,7 @@ STEPS = ["trainer.max_steps=400", "trainer.checkpoint_every=25", "trainer.log_ev
 RESOURCES = [
     "launch.executor=slurm",
     "launch.train.cpus_per_task=1",
-    "launch.train.mem_gb=1",
+    "launch.train.mem_gb=2",  # the one-node reference's two ranks share a node (gdm.config.train_memory_gb)
     "launch.train.time_min=10",
     "launch.train.max_requeues=5",
     "n_train=[4]",

@@ -48,6 +48,14 @@ def test_dry_run_prints_the_plan_and_refuses_what_run_refuses(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cells: 12 to train, 0 done; pairs: 6 to evaluate, 0 done" in out
     assert "device-hours" in out and "disk: data" in out and "train jobs: 12 on executor slurm" in out
+    assert "1 node × 1 GPUs; batch per GPU 512 (trainer.batch_size 512 / 1)" in out
+    assert main(["run", config, "--dry-run", f"datasets.celeba.source={faces}", f"root={root}", "trainer.devices=8",
+                 "launch.train.tasks_per_node=8", "launch.train.gpus_per_node=8"]) == 0
+    out = capsys.readouterr().out
+    assert "batch per GPU 64 (trainer.batch_size 512 / 8)" in out and "about 61.5 GiB" in out, out
+    assert main(["run", config, "--dry-run", f"datasets.celeba.source={faces}", f"root={root}",
+                 "trainer.devices=8", "launch.train.tasks_per_node=8"]) == 2  # 8 processes, 1 GPU: refused
+    assert "launch.train.gpus_per_node" in capsys.readouterr().err
     assert not root.exists()  # nothing written
     assert main(["run", config, "--dry-run", f"root={root}"]) == 2
     assert "'datasets.celeba.source' is not set" in capsys.readouterr().err

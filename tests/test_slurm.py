@@ -202,7 +202,7 @@ def test_two_task_ddp_job(tiny_overrides, real_steps):
     from launch.jobs import TrainJob
 
     cfg = slurm_cfg(tiny_overrides, "n_train=[4]", "splits=[A]", "launch.train.tasks_per_node=2",
-                     "trainer.devices=2")
+                     "trainer.devices=2", "launch.train.mem_gb=2")  # two ranks each need their memory
     cell = expand_cells(cfg)[0]
     for name, data in cfg.datasets.items():
         real_steps.prepare(data, cfg.run_dir / "data" / name)
