@@ -146,6 +146,9 @@ class LaunchConfig:
     )
     max_parallel: int = 1  # jobs running at once (local) / slurm_array_parallelism
     poll_seconds: float = 2.0  # how often the driver polls running jobs
+    # Who owns a folder: flock (a lock on <folder>/lease: needs flock that works across nodes), job (the owner's
+    # SLURM job id, host and pid, checked with squeue / the process table), auto (flock if it works, else job)
+    ownership: Literal["auto", "flock", "job"] = "auto"  # how a folder's one owner is recorded (README)
     train: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of a training job
     eval: ResourcesConfig = field(
         default_factory=ResourcesConfig
