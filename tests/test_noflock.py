@@ -15,7 +15,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,31 @@ def test_ddp_ranks_above_0_follow_status_json_never_the_lease(noflock, tiny_over
     from launch import task
 
     assert task._follow(other.directory(cfg), rank1, lambda: None, patience=1.0) == Outcome.BUSY
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_job_ownership_runs_a_slurm_grid_without_flock(noflock, tiny_overrides, monkeypatch):
+    """The one-node SLURM cluster: the driver settles `auto` to job, the jobs (shim: no flock) own their
+    folders by job id, and `status` shows them running from squeue while they run."""
+    from test_slurm import SLURM_OVERRIDES, _cluster_up
+
+    if not _cluster_up():
+        pytest.skip("no SLURM cluster up (start one as root: bash slurm/start_local_cluster.sh)")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # sbatch exports the environment (and the shim) to the jobs
+    cfg = tiny_cfg(tiny_overrides, *SLURM_OVERRIDES, "n_train=[1]")
+    summary, seen = {}, set()
+    driver = threading.Thread(target=lambda: summary.update(run_grid(cfg, progress=False,
+                                                                     steps=fake_steps(delay=4.0))))
+    driver.start()
+    watcher = replace(cfg, launch=replace(cfg.launch, ownership="job"))
+    while driver.is_alive():
+        seen |= {r["state"] for r in status_rows(watcher)}
+        time.sleep(0.3)
+    assert len(summary["trained"]) == 2 and summary["evaluated"] == [expand_pairs(cfg)[0].pair_id], summary
+    assert "running" in seen  # a job's lease.json, judged alive by squeue
+    log = shim_log(noflock)
+    assert {e["rank"] for e in log if e["what"] == "loaded"} == {0} and not [e for e in log if e["what"] == "flock"]
+    loaded = {e["pid"] for e in log if e["what"] == "loaded"}
+    assert {int(lifecycle.status_record(c.directory(cfg))["pid"]) for c in expand_cells(cfg)} <= loaded
+    assert [r["state"] for r in status_rows(watcher)] == ["done"] * 3
