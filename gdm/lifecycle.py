@@ -168,17 +168,15 @@ def _flock(directory: Path, fd: int, operation: int) -> None:
     """fcntl.flock, with a file system that has none reported as FlockUnsupported (never a bare OSError)."""
     try:
         fcntl.flock(fd, operation)
-    except BlockingIOError:
-        raise
-    except OSError as err:
+    except OSError as err:  # BlockingIOError (held by another process) passes through as it is
         if err.errno in _NO_FLOCK:
             raise FlockUnsupported(directory, err) from err
         raise
 
 
 def lease_record(directory: Path) -> dict | None:
-    """The job-mode owner's record (lease.json), None when no one holds it. A record being written
-    reads as {} (the link makes it appear whole, but a reader may race a breaker)."""
+    """The job-mode owner's record (lease.json), None when no one holds it, {} when it does not parse
+    (it appears whole, through a hard link, so only a hand-edited or damaged one reads so)."""
     path = Path(directory) / Files.LEASE_JOB
     return _record(directory, Files.LEASE_JOB) if path.exists() else None
 
@@ -258,7 +256,8 @@ class Lease:
         while not take():
             if time.monotonic() > deadline:
                 self.release()
-                raise LeaseBusy(self.directory, _record(self.directory, Files.STATUS))
+                holder = lease_record(self.directory) if self.ownership.mode == "job" else None
+                raise LeaseBusy(self.directory, holder or _record(self.directory, Files.STATUS))
             time.sleep(0.05)
         return self
 
