@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from gdm import lifecycle
@@ -84,6 +85,7 @@ class JobJudge:
     """
 
     me: dict
+    queue: Callable[[], set[str] | None] = slurm.live_job_ids  # this user's queued job ids (None: no answer)
     _queued: set[str] | None = None
     _asked: float = field(default=-1e9)
 
@@ -99,7 +101,7 @@ class JobJudge:
 
     def queued(self) -> set[str] | None:
         if time.monotonic() - self._asked > QUEUE_MAX_AGE_S:
-            self._queued, self._asked = slurm.live_job_ids(), time.monotonic()
+            self._queued, self._asked = self.queue(), time.monotonic()
         return self._queued
 
 

@@ -124,8 +124,7 @@ def test_a_job_lease_is_exclusive_while_its_owner_lives_and_taken_once_it_died(n
 def test_the_job_judge(tmp_path):
     env = read_slurm_env({"SLURM_JOB_ID": "41", "SLURM_RESTART_COUNT": "1"})
     me = owners.this_process(env)
-    judge = owners.JobJudge(me)
-    judge._queued, judge._asked = {"40", "77_3"}, time.monotonic()  # an squeue answer, as live_job_ids gives
+    judge = owners.JobJudge(me, queue=lambda: {"40", "77_3"})  # an squeue answer, as live_job_ids gives it
     assert judge(me)
     assert not judge({**me, "restart_count": 0, "pid": 1})  # the earlier attempt of this requeued job
     assert judge({"slurm_job_id": "40", "job_id": "40"}) and judge({"slurm_job_id": "78", "job_id": "77_3"})
@@ -178,3 +177,22 @@ def test_job_ownership_runs_a_slurm_grid_without_flock(noflock, tiny_overrides, 
     loaded = {e["pid"] for e in log if e["what"] == "loaded"}
     assert {int(lifecycle.status_record(c.directory(cfg))["pid"]) for c in expand_cells(cfg)} <= loaded
     assert [r["state"] for r in status_rows(watcher)] == ["done"] * 3
+
+
+def test_status_and_cancel_commands_work_without_flock(noflock, tiny_overrides, tmp_path, capsys):
+    from gdm.cli import main
+    from gdm.config import to_yaml
+
+    cfg = tiny_cfg(tiny_overrides)
+    run_grid(cfg, progress=False, steps=fake_steps())
+    capsys.readouterr()
+    path = tmp_path / "tiny.yaml"
+    path.write_text(to_yaml(cfg))
+    assert main(["status", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "done" in out and "Traceback" not in err and err.count("does not support flock") == 1
+    assert main(["cancel", str(path)]) == 0
+    assert "0 cancelled" in capsys.readouterr().out
+    assert main(["status", str(path), "launch.ownership=flock"]) == 1  # refused in one line, naming the key
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "launch.ownership=job" in err and str(cfg.run_dir) in err
