@@ -10,10 +10,11 @@ States and transitions:
 
 Who writes what:
 - the owner (the process holding the folder's lease): status.json (`start`, `record_step`, `fail`),
-  DONE (`finish`), and `reopen`; under DDP that is rank 0 of the job;
+  DONE (`finish`), `reopen`, and in job mode its lease.json (`Lease`); under DDP that is rank 0 of the
+  job, and ranks > 0 only read status.json (`status_record`), never the lease;
 - the driver: submission.json only (`record_submission`, `record_lost`).
 
-"running" is never read from a file: it means the lease is held now, so a dead job never shows as
+"running" is never read from status.json: it means the lease is held now, so a dead job never shows as
 running. A second driver or a rerun after a crash sees the live owner and waits for it; once the
 owner is dead the lease is free and the next owner takes over. The lease is held one of two ways (an
 `Ownership`, chosen by `launch.ownership`):
