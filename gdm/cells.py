@@ -61,6 +61,7 @@ class Files:
     SUBMISSION = "submission.json"  # the driver's record: the job it submitted, and whether it was lost
     DONE = "DONE"  # written last by the owner: the folder is finished (with checksums of its outputs)
     LEASE = "lease"  # flock'ed by the one process that owns the folder while it works
+    LEASE_JOB = "lease.json"  # launch.ownership=job: the owner's record (job id, host, pid) while it works
     LAST_CKPT = "last.ckpt"  # Lightning checkpoint a cell resumes from
     MODEL = "model.pt"  # the trained denoiser (weights_only-loadable)
     METRICS = "metrics.jsonl"  # one record per logged training step

@@ -215,8 +215,9 @@ def _status(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 def _report(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from gdm.report import make_report
+    from launch.owners import ownership
 
-    print(f"report written to {make_report(cfg)}")
+    print(f"report written to {make_report(cfg, ownership(cfg))}")
     return 0
 
 

@@ -153,6 +153,9 @@ class LaunchConfig:
     # cap of the polls' backoff (each quiet poll waits 1.5× longer), s; None: 60 on SLURM (every poll runs squeue,
     # a shared service admins throttle), poll_seconds elsewhere (a local poll costs nothing)
     poll_max_seconds: Optional[float] = None
+    # Who owns a folder: flock (a lock on <folder>/lease: needs flock that works across nodes), job (the owner's
+    # SLURM job id, host and pid, checked with squeue / the process table), auto (flock if it works, else job)
+    ownership: Literal["auto", "flock", "job"] = "auto"  # how a folder's one owner is recorded (README)
     train: ResourcesConfig = field(default_factory=ResourcesConfig)  # resources of a training job
     eval: ResourcesConfig = field(
         default_factory=ResourcesConfig

@@ -10,26 +10,36 @@ States and transitions:
 
 Who writes what:
 - the owner (the process holding the folder's lease): status.json (`start`, `record_step`, `fail`),
-  DONE (`finish`), and `reopen`; under DDP that is rank 0 of the job;
+  DONE (`finish`), `reopen`, and in job mode its lease.json (`Lease`); under DDP that is rank 0 of the
+  job, and ranks > 0 only read status.json (`status_record`), never the lease;
 - the driver: submission.json only (`record_submission`, `record_lost`).
 
-"running" is never read from a file: it means the lease is held now, so a dead job never shows as
-running. The lease is an exclusive `flock` on `<folder>/lease`, released by the kernel when its
-process dies, however it dies (on NFS, Linux maps flock onto POSIX locks, which the server releases
-too). A second driver or a rerun after a crash sees the live owner and waits for it; once the owner
-is dead the lease is free and the next owner takes over.
+"running" is never read from status.json: it means the lease is held now, so a dead job never shows as
+running. A second driver or a rerun after a crash sees the live owner and waits for it; once the
+owner is dead the lease is free and the next owner takes over. The lease is held one of two ways (an
+`Ownership`, chosen by `launch.ownership`):
+- flock: an exclusive `flock` on `<folder>/lease`, released by the kernel when its process dies, however
+  it dies (on NFS, Linux maps flock onto POSIX locks, which the server releases too). It needs a file
+  system whose flock works, and works across nodes: not Lustre mounted `noflock` (every call fails with
+  ENOSYS), nor `localflock` / NFS `local_lock` (each node sees only its own locks).
+- job: `<folder>/lease.json` names the owner (SLURM job id, host, pid), created exclusively (a hard
+  link, atomic on NFS and Lustre); the owner is alive while a judge given by launch/ (squeue, the
+  process table) says so, and a dead owner's record is broken by the next one.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gdm.cells import Files
 from gdm.io import atomic_write_json, file_sha256, read_json
@@ -49,6 +59,63 @@ class LeaseBusy(RuntimeError):
         self.directory, self.owner = directory, owner
         who = ", ".join(f"{k} {owner[k]}" for k in ("job_id", "host", "pid") if owner.get(k) is not None)
         super().__init__(f"{directory} is owned by a live process ({who or 'unknown'})")
+
+
+class FlockUnsupported(RuntimeError):
+    """The run folder's file system does not support `flock` (the message names the folder and the fix)."""
+
+    def __init__(self, directory: Path, err: OSError):
+        self.directory, self.err = Path(directory), err
+        super().__init__(f"{directory}: this file system does not support flock ({err.strerror or err}, "
+                         f"errno {err.errno}; e.g. Lustre mounted noflock), so gdm cannot lock its folders; "
+                         "set launch.ownership=job (owners recorded by SLURM job id, host and pid, checked "
+                         "with squeue and the process table) or launch.ownership=auto")
+
+
+# Errors flock gives where the file system does not implement it (Lustre noflock: ENOSYS; some FUSE
+# and NFS mounts without a lock manager: EOPNOTSUPP / ENOLCK).
+_NO_FLOCK = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL}
+
+
+def flock_error(directory: Path) -> OSError | None:
+    """None if `flock` works on the file system of `directory` (or of its nearest existing parent), else
+    the error it gives. Probed with a shared lock on the directory itself: nothing is created, so it
+    works on read-only storage too. It cannot see node-local locking (`localflock`): that one works here."""
+    probe = Path(directory).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    fd = os.open(probe, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        pass  # held by someone: flock works
+    except OSError as err:
+        if err.errno in _NO_FLOCK:
+            return err
+        raise
+    finally:
+        os.close(fd)
+    return None
+
+
+OwnerJudge = Callable[[dict], bool]  # whether the process an owner record names is alive
+
+
+def _never_judged(record: dict) -> bool:
+    return True  # without a judge, an owner record counts as alive: never take a folder from a live owner
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """How a folder's one owner is recorded (see the module docstring). launch.owners makes the job one."""
+
+    mode: Literal["flock", "job"] = "flock"
+    me: dict = field(default_factory=dict)  # job: what this process records about itself (job id, host, pid)
+    alive: OwnerJudge = _never_judged  # job: the judge of another owner's record
+
+
+FLOCK = Ownership()
 
 
 class IntegrityError(RuntimeError):
@@ -78,14 +145,17 @@ def is_done(directory: Path) -> bool:
     return (Path(directory) / Files.DONE).exists()
 
 
-def owner_alive(directory: Path) -> bool:
-    """Whether a live process holds the folder's lease (probed with a shared lock, read-only)."""
+def owner_alive(directory: Path, ownership: Ownership = FLOCK) -> bool:
+    """Whether a live process holds the folder's lease (read-only: a shared-lock probe, or the record)."""
+    if ownership.mode == "job":
+        record = lease_record(directory)
+        return record is not None and ownership.alive(record)
     try:
         fd = os.open(Path(directory) / Files.LEASE, os.O_RDONLY)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        _flock(directory, fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     else:
@@ -93,6 +163,28 @@ def owner_alive(directory: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _flock(directory: Path, fd: int, operation: int) -> None:
+    """fcntl.flock, with a file system that has none reported as FlockUnsupported (never a bare OSError)."""
+    try:
+        fcntl.flock(fd, operation)
+    except OSError as err:  # BlockingIOError (held by another process) passes through as it is
+        if err.errno in _NO_FLOCK:
+            raise FlockUnsupported(directory, err) from err
+        raise
+
+
+def lease_record(directory: Path) -> dict | None:
+    """The job-mode owner's record (lease.json), None when no one holds it, {} when it does not parse
+    (it appears whole, through a hard link, so only a hand-edited or damaged one reads so)."""
+    path = Path(directory) / Files.LEASE_JOB
+    return _record(directory, Files.LEASE_JOB) if path.exists() else None
+
+
+def status_record(directory: Path) -> dict:
+    """status.json as its owner last wrote it ({} if none); reads no lease (DDP ranks > 0 use it)."""
+    return _record(directory, Files.STATUS)
 
 
 def submission(directory: Path) -> dict:
@@ -112,14 +204,14 @@ class Status:
     record: dict = field(default_factory=dict)  # status.json as the owner left it
 
 
-def status(directory: Path, queued: set[str] | None = None) -> Status:
+def status(directory: Path, queued: set[str] | None = None, ownership: Ownership = FLOCK) -> Status:
     """The folder's state. `queued`: job ids the scheduler still lists (None: unknown)."""
     record, sub = _record(directory, Files.STATUS), submission(directory)
     job_id = record.get("job_id") or sub.get("job_id")
     done = done_record(directory)
     if done is not None:
         return Status(State.DONE, job_id, record.get("step"), None, tuple(done.get("flags", ())), record)
-    if owner_alive(directory):
+    if owner_alive(directory, ownership):
         return Status(State.RUNNING, job_id, record.get("step"), None, (), record)
     if record.get("state") == State.FAILED.value and not _submitted_after(sub, record):
         return Status(State.FAILED, job_id, record.get("step"), record.get("error"), (), record)
@@ -142,43 +234,108 @@ def _submitted_after(sub: dict, record: dict) -> bool:
 # --- the lease ---------------------------------------------------------------------------------
 
 
+UNREADABLE_LEASE_S = 60.0  # a lease.json that does not parse counts as dead after this long
+
+
 class Lease:
     """Exclusive ownership of a folder by this process while it works (a context manager).
 
     `acquire` retries for `patience` seconds (a probe of `owner_alive` holds a shared lock for
-    microseconds) and raises LeaseBusy if a live process keeps it. The lock goes with the process.
+    microseconds) and raises LeaseBusy if a live process keeps it. A flock goes with the process; a
+    job-mode record stays after a crash until the judge finds its owner dead.
     """
 
-    def __init__(self, directory: Path, patience: float = 2.0):
-        self.directory, self.patience = Path(directory), patience
+    def __init__(self, directory: Path, patience: float = 2.0, ownership: Ownership = FLOCK):
+        self.directory, self.patience, self.ownership = Path(directory), patience, ownership
         self._fd: int | None = None
+        self._token: str | None = None
 
     def acquire(self) -> Lease:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / Files.LEASE, os.O_RDWR | os.O_CREAT, 0o666)
+        take = self._take_record if self.ownership.mode == "job" else self._take_flock
         deadline = time.monotonic() + self.patience
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return self
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise LeaseBusy(self.directory, _record(self.directory, Files.STATUS)) from None
-                time.sleep(0.05)
+        while not take():
+            if time.monotonic() > deadline:
+                self.release()
+                holder = lease_record(self.directory) if self.ownership.mode == "job" else None
+                raise LeaseBusy(self.directory, holder or _record(self.directory, Files.STATUS))
+            time.sleep(0.05)
+        return self
+
+    def _take_flock(self) -> bool:
+        if self._fd is None:
+            self._fd = os.open(self.directory / Files.LEASE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            _flock(self.directory, self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except FlockUnsupported:
+            self.release()
+            raise
+        self._token = "flock"
+        return True
+
+    def _take_record(self) -> bool:
+        """Create lease.json whole or not at all (a hard link fails if it exists); break a dead owner's."""
+        token = uuid.uuid4().hex
+        staged = self.directory / f"{Files.LEASE_JOB}.{token}"
+        atomic_write_json(staged, {**self.ownership.me, "token": token, "since": time.time()})
+        try:
+            os.link(staged, self.directory / Files.LEASE_JOB)
+        except FileExistsError:
+            held = lease_record(self.directory)
+            if held is not None and self._dead(held):
+                _break_record(self.directory, held)
+            return False
+        finally:
+            staged.unlink()
+        self._token = token
+        return True
+
+    def _dead(self, held: dict) -> bool:
+        """A record the judge finds dead; one that does not parse (hand-edited, a torn copy) once it is
+        older than UNREADABLE_LEASE_S."""
+        if held:
+            return not self.ownership.alive(held)
+        try:
+            age = time.time() - (self.directory / Files.LEASE_JOB).stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return age > UNREADABLE_LEASE_S
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if self._token == "flock":
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        elif self._token is not None and (lease_record(self.directory) or {}).get("token") == self._token:
+            (self.directory / Files.LEASE_JOB).unlink(missing_ok=True)
+        self._token = None
 
     def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _break_record(directory: Path, dead: dict) -> None:
+    """Remove a dead owner's lease.json. Moved aside first, so that of two breakers only one removes it,
+    and put back when what was moved is not the dead record (a new owner took it in between)."""
+    path = Path(directory) / Files.LEASE_JOB
+    aside = path.with_name(f"{path.name}.dead-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another process broke it first
+    moved = _record(directory, aside.name)
+    if moved.get("token") != dead.get("token"):
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+    aside.unlink()
 
 
 # --- the owner's transitions -------------------------------------------------------------------

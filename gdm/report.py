@@ -40,10 +40,11 @@ COLUMNS = ("dataset", "n", "ab_cosine_median", "nearest_cosine_median", "nearest
 REPORT_PATIENCE = 600.0  # seconds a driver waits for another one making the same report
 
 
-def make_report(cfg: ExperimentConfig) -> Path:
+def make_report(cfg: ExperimentConfig, ownership: lifecycle.Ownership = lifecycle.FLOCK) -> Path:
     """Figures and a table (CSV + Markdown) in runs/<name>/report/ from the pairs of the current
-    settings that are done; returns that folder. Pairs of older settings never enter it. A report
-    whose inputs (the pairs' results files) have not changed is left as it is (read-only storage)."""
+    settings that are done; returns that folder (`ownership`: how its lease is held, see launch.owners).
+    Pairs of older settings never enter it. A report whose inputs (the pairs' results files) have not
+    changed is left as it is (read-only storage)."""
     out = report_dir(cfg)
     pairs = [p for p in expand_pairs(cfg) if lifecycle.is_done(p.directory(cfg))]
     inputs = report_inputs(cfg, pairs)
@@ -51,7 +52,7 @@ def make_report(cfg: ExperimentConfig) -> Path:
         return out
     # One writer at a time (two drivers finish together): the second waits on the lease, then finds the
     # report made from the same inputs; without it both would log the same W&B report run at once.
-    with lifecycle.Lease(out, patience=REPORT_PATIENCE):
+    with lifecycle.Lease(out, patience=REPORT_PATIENCE, ownership=ownership):
         if _record_of(out) != inputs:
             _write_report(cfg, pairs, inputs, out)
     return out

@@ -29,7 +29,7 @@ from gdm import lifecycle
 from gdm.cells import Cell, EvalPair, Item, config_path, data_dir, expand_cells, expand_pairs, jobs_dir
 from gdm.config import ExperimentConfig, to_yaml
 from gdm.io import atomic_write_text
-from launch import slurm
+from launch import owners, slurm
 from launch.executors import JOB_KINDS, job_name, make_executor
 from launch.jobs import EvalJob, GridSteps, PrepareJob, ReportJob, TrainJob
 from launch.task import Outcome
@@ -55,26 +55,28 @@ def prepare_all(cfg: ExperimentConfig, steps: GridSteps, progress: bool) -> None
 
     A dataset being prepared by another driver is waited for (its folder's lease), never written twice.
     """
+    ownership = owners.ownership(cfg)
     for name, data in cfg.datasets.items():
         folder = data_dir(cfg, name)
-        with _owned(folder):
+        with _owned(folder, ownership):
             steps.prepare(data, folder, progress=progress)
             if steps.verify is not None:
                 steps.verify(folder)
 
 
-def _owned(folder: Path):
+def _owned(folder: Path, ownership: lifecycle.Ownership):
     """The folder's lease, waited for as long as another driver holds it; none on a finished read-only
     folder (nothing will be written there: prepare and verify only read a prepared dataset)."""
     if folder.exists() and not os.access(folder, os.W_OK):
         return nullcontext()
-    return lifecycle.Lease(folder, patience=PREPARE_PATIENCE_S)
+    return lifecycle.Lease(folder, patience=PREPARE_PATIENCE_S, ownership=ownership)
 
 
 def run_grid(cfg: ExperimentConfig, *, progress: bool = True, steps: GridSteps | None = None) -> dict:
     """Run every cell and pair of `cfg` not done yet; returns what happened (see `GridDriver.summary`)."""
     steps = steps or GridSteps()
     write_resolved_config(cfg)
+    cfg = owners.settle(cfg)  # once, here: the jobs get the settled mode
     driver = GridDriver(cfg, steps, progress)
     driver.prepare()
     summary = driver.run()
@@ -94,6 +96,7 @@ def submit_detached(cfg: ExperimentConfig, *, steps: GridSteps | None = None) ->
                          "driver itself runs the evaluation pool, so it has to stay")
     steps = steps or GridSteps()
     write_resolved_config(cfg)
+    cfg = owners.settle(cfg)
     driver = GridDriver(cfg, steps, progress=False)
     return driver.submit_all()
 
@@ -154,6 +157,7 @@ class GridDriver:
 
     def __post_init__(self) -> None:
         self.on_slurm = self.cfg.launch.executor == "slurm"
+        self.ownership = owners.ownership(self.cfg)
         self.cells: list[Cell] = expand_cells(self.cfg)
         self.pairs: list[EvalPair] = expand_pairs(self.cfg)
         self.live: dict[str, Tracked] = {}  # item id → what it waits on
@@ -166,6 +170,9 @@ class GridDriver:
 
     def folder(self, item: Item):
         return item.directory(self.cfg)
+
+    def status(self, directory: Path, queued: set[str] | None = None) -> lifecycle.Status:
+        return lifecycle.status(directory, queued, self.ownership)
 
     def prepare(self) -> None:
         """Data before any cell: on SLURM as a job of its own (not on the login node), else right here."""
@@ -301,9 +308,9 @@ class GridDriver:
 
     def _adopt(self, item: Item, queued: set[str]) -> bool:
         directory = self.folder(item)
-        status = lifecycle.status(directory, queued)
+        status = self.status(directory, queued)
         job_id = lifecycle.submission(directory).get("job_id")
-        if lifecycle.owner_alive(directory) or (job_id is not None and str(job_id) in queued):
+        if lifecycle.owner_alive(directory, self.ownership) or (job_id is not None and str(job_id) in queued):
             self.live[item.item_id] = Tracked(item, status.job_id)
             return True
         return False  # never submitted, or its job is gone: submit (a cell resumes from last.ckpt)
@@ -323,7 +330,7 @@ class GridDriver:
         """True once nothing of this driver's can still change the item: its job ended, its owner died."""
         if tracked.job is None:  # adopted: over when no one holds the lease and no job is queued for it
             in_queue = queued is not None and tracked.job_id is not None and str(tracked.job_id) in queued
-            return not in_queue and not lifecycle.owner_alive(self.folder(tracked.item))
+            return not in_queue and not lifecycle.owner_alive(self.folder(tracked.item), self.ownership)
         if queued is not None:  # on SLURM the queue is the truth (a requeued job is still listed)
             return str(tracked.job_id) not in queued
         return bool(tracked.job.done())
@@ -335,8 +342,8 @@ class GridDriver:
             ours = outcome == Outcome.DONE
             key = ("trained" if isinstance(item, Cell) else "evaluated") if ours else "done_elsewhere"
             self.summary[key].append(item.item_id)
-        elif lifecycle.owner_alive(directory):  # BUSY: another live owner works on it; wait for that one
-            self.live[item.item_id] = Tracked(item, lifecycle.status(directory).job_id)
+        elif lifecycle.owner_alive(directory, self.ownership):  # BUSY: another live owner has it; wait for that one
+            self.live[item.item_id] = Tracked(item, self.status(directory).job_id)
             return
         elif isinstance(item, EvalPair) and self._pair_readiness(item) == "skip":
             self._resolve_skipped(item)  # cancelled by SLURM: a cell of it failed
@@ -349,7 +356,7 @@ class GridDriver:
 
     def _owner_vanished(self, tracked: Tracked, outcome: Outcome | None) -> bool:
         """The item was someone else's (adopted, or our job found it BUSY) and that owner is gone unfinished."""
-        failed = lifecycle.status(self.folder(tracked.item)).state == lifecycle.State.FAILED
+        failed = self.status(self.folder(tracked.item)).state == lifecycle.State.FAILED
         return (tracked.job is None or outcome == Outcome.BUSY) and not failed
 
     def _take_over(self, item: Item) -> bool:
@@ -363,7 +370,7 @@ class GridDriver:
 
     def _resolve_failed(self, tracked: Tracked) -> None:
         item, directory = tracked.item, self.folder(tracked.item)
-        status = lifecycle.status(directory)
+        status = self.status(directory)
         error = status.error if status.state == lifecycle.State.FAILED else None
         if error is None:  # the owner recorded nothing: the job was killed, or failed before it started
             error = job_error(tracked)
@@ -423,12 +430,13 @@ def cancel_experiment(cfg: ExperimentConfig) -> list[str]:
             raise RuntimeError("squeue did not answer; nothing was cancelled")
         slurm.cancel(ids)
         return ids
-    host = socket.gethostname()
+    host, ownership = socket.gethostname(), owners.ownership(cfg)
     cancelled = []
     for item in [*expand_cells(cfg), *expand_pairs(cfg)]:
         directory = item.directory(cfg)
-        record = lifecycle.status(directory).record
-        pids = {record.get("pid")} if lifecycle.owner_alive(directory) and record.get("host") == host else set()
+        record = lifecycle.status_record(directory)
+        owned_here = lifecycle.owner_alive(directory, ownership) and record.get("host") == host
+        pids = {record.get("pid")} if owned_here else set()
         pids.add(_local_job_pid(lifecycle.submission(directory).get("job_id")))
         for pid in pids - {None}:
             try:

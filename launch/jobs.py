@@ -37,8 +37,9 @@ def _verify(data_dir: Path) -> dict:
 
 def _report(cfg) -> Path:
     from gdm.report import make_report
+    from launch.owners import ownership
 
-    return make_report(cfg)
+    return make_report(cfg, ownership(cfg))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class SlurmEnv:
     rank: int = 0  # SLURM_PROCID: global rank of this task
     step_tasks: int = 1  # SLURM_STEP_NUM_TASKS: processes of this srun step (1 in the batch script)
     nodes: int = 1  # SLURM_JOB_NUM_NODES
+    restart_count: int = 0  # SLURM_RESTART_COUNT: how many times this job was requeued (its attempt)
 
     @property
     def in_slurm(self) -> bool:
@@ -54,6 +55,7 @@ def read_slurm_env(environ: Mapping[str, str] | None = None) -> SlurmEnv:
         rank=int(env.get("SLURM_PROCID", 0)),
         step_tasks=int(env.get("SLURM_STEP_NUM_TASKS", 1)),
         nodes=int(env.get("SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES", 1))),
+        restart_count=int(env.get("SLURM_RESTART_COUNT") or 0),
     )
 
 
@@ -65,6 +67,7 @@ def job_record(env: SlurmEnv, fallback_job_id: str | None = None) -> dict:
         "array_job_id": env.array_job_id,
         "array_task_id": env.array_task_id,
         "world_size": env.step_tasks,  # processes of this srun step: the DDP world size
+        "restart_count": env.restart_count,  # which attempt of the job (ranks > 0 follow their own attempt)
     }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from gdm import lifecycle
 from gdm.cells import Files, expand_cells, expand_pairs, item_folders
 from gdm.config import ExperimentConfig
+from launch import owners
 
 COLUMNS = ("kind", "id", "state", "job_id", "step", "flags", "error")
 
@@ -33,8 +34,9 @@ def last_step(directory: Path) -> int | None:
     return None
 
 
-def _row(kind: str, item_id: str, directory: Path, queued: set[str] | None, error: str | None = None) -> dict:
-    status = lifecycle.status(directory, queued)
+def _row(kind: str, item_id: str, directory: Path, queued: set[str] | None, ownership: lifecycle.Ownership,
+         error: str | None = None) -> dict:
+    status = lifecycle.status(directory, queued, ownership)
     step = status.step if status.step is not None else last_step(directory)
     return {"kind": kind, "id": item_id, "state": status.state.value, "job_id": status.job_id, "step": step,
             "flags": ", ".join(status.flags) or None, "error": status.error or error}
@@ -42,24 +44,24 @@ def _row(kind: str, item_id: str, directory: Path, queued: set[str] | None, erro
 
 def status_rows(cfg: ExperimentConfig, queued: set[str] | None = None) -> list[dict]:
     """A row per training cell, then per eval pair, in `gdm cells` order (current settings only)."""
-    cells = expand_cells(cfg)
-    rows = [_row("train", c.cell_id, c.directory(cfg), queued) for c in cells]
+    cells, ownership = expand_cells(cfg), owners.ownership(cfg)
+    rows = [_row("train", c.cell_id, c.directory(cfg), queued, ownership) for c in cells]
     failed = {r["id"] for r in rows if r["state"] == lifecycle.State.FAILED.value}
     for pair in expand_pairs(cfg):
         blocked = [c.cell_id for c in pair.cells if c.cell_id in failed]
         note = f"waits on failed cell {', '.join(blocked)}" if blocked else None
-        rows.append(_row("eval", pair.pair_id, pair.directory(cfg), queued, note))
+        rows.append(_row("eval", pair.pair_id, pair.directory(cfg), queued, ownership, note))
     return rows
 
 
 def all_folder_rows(cfg: ExperimentConfig) -> list[dict]:
     """Every cell and pair folder on disk with its state, and whether the current settings use it."""
     current = {c.cell_id for c in expand_cells(cfg)} | {p.pair_id for p in expand_pairs(cfg)}
-    rows = []
+    rows, ownership = [], owners.ownership(cfg)
     for directory in item_folders(cfg):
         item_id = directory.relative_to(cfg.run_dir).as_posix()
         kind = "eval" if "-eval-" in directory.name else "train"
-        row = _row(kind, item_id, directory, None)
+        row = _row(kind, item_id, directory, None, ownership)
         flags = [None if item_id in current else "older settings", row["flags"]]
         rows.append({**row, "flags": ", ".join(f for f in flags if f) or None})
     return rows

@@ -18,6 +18,7 @@ from pathlib import Path
 from gdm import lifecycle
 from gdm.cells import Cell, EvalPair, Item, item_settings
 from gdm.config import ExperimentConfig
+from launch import owners
 from launch.slurm import SlurmEnv, job_record, read_slurm_env
 
 FitFn = Callable[..., Path]
@@ -84,14 +85,14 @@ def _slurm_plugins(env: SlurmEnv) -> list | None:
 
 
 def run_owned(cfg: ExperimentConfig, item: Item, work: Callable[[], object], env: SlurmEnv) -> Outcome:
-    """Run `work` as the one owner of `item`'s folder; DDP ranks > 0 follow their rank 0."""
+    """Run `work` as the one owner of `item`'s folder; DDP ranks > 0 follow their rank 0 (never the lease)."""
     directory = item.directory(cfg)
     if lifecycle.is_done(directory):
         return Outcome.ALREADY_DONE
     if env.rank != 0:
         return _follow(directory, env, work)
     try:
-        lease = lifecycle.Lease(directory).acquire()
+        lease = lifecycle.Lease(directory, ownership=owners.ownership(cfg, env)).acquire()
     except lifecycle.LeaseBusy:
         return Outcome.BUSY
     try:
@@ -109,11 +110,13 @@ def run_owned(cfg: ExperimentConfig, item: Item, work: Callable[[], object], env
 
 
 def _follow(directory: Path, env: SlurmEnv, work: Callable[[], object], patience: float = 120.0) -> Outcome:
-    """A DDP rank > 0 works only once its own job's rank 0 holds the lease (else it would hang in DDP)."""
+    """A DDP rank > 0 works once status.json says its own job's rank 0 owns the folder (else it would hang
+    in DDP's rendezvous). It reads files only, never the lease: its node may not see rank 0's lock
+    (node-local flock), or have none at all (Lustre noflock). `patience` bounds the wait only when rank 0
+    did not take the folder (another live owner had it: BUSY)."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
-        record = lifecycle.status(directory).record
-        if lifecycle.owner_alive(directory) and record.get("slurm_job_id") == env.job_id:
+        if _owned_by_my_job(lifecycle.status_record(directory), env):
             work()
             return Outcome.DONE
         if lifecycle.is_done(directory):
@@ -128,6 +131,13 @@ def use_threads(count: int) -> None:
     import torch
 
     torch.set_num_threads(count)
+
+
+def _owned_by_my_job(record: dict, env: SlurmEnv) -> bool:
+    """status.json names this attempt of this job as the running owner (a requeued job's earlier attempt
+    left the same job id behind: the restart count tells the two apart)."""
+    return (record.get("state") == lifecycle.State.RUNNING.value and record.get("slurm_job_id") == env.job_id
+            and int(record.get("restart_count") or 0) == env.restart_count)
 
 
 def run_train_task(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, fit: FitFn | None = None,

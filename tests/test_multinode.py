@@ -205,7 +205,18 @@ def one_node_reference(two_hosts, tmp_path_factory) -> Run:
     return run
 
 
-def test_two_node_ddp_matches_one_node(one_node_reference, tmp_path):
+def ranks_without_flock(monkeypatch, log: Path) -> None:
+    """The jobs submitted next run with tests/noflock's shim: flock raises ENOSYS in ranks > 0 (as on a
+    node whose file system has none), and every attempt is logged: ranks > 0 must never touch a lease."""
+    shim = Path(__file__).parent / "noflock"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shim), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv("GDM_TEST_NOFLOCK", "ranks")
+    monkeypatch.setenv("GDM_TEST_NOFLOCK_LOG", str(log))
+
+
+def test_two_node_ddp_matches_one_node(one_node_reference, tmp_path, monkeypatch):
+    log = tmp_path / "noflock.jsonl"
+    ranks_without_flock(monkeypatch, log)
     run = submit(tmp_path, TWO_NODES)
     name = subprocess.run(["squeue", "-h", "--states=all", "-j", run.job_id, "-o", "%j"], capture_output=True,
                           text=True, check=True).stdout.strip()
@@ -218,6 +229,9 @@ def test_two_node_ddp_matches_one_node(one_node_reference, tmp_path):
     assert {s[0]["host"] for s in starts} == HOSTS  # one rank per host
     assert_same_weights(run.weights(0), run.weights(1))
     assert_same_weights(run.model(), one_node_reference.model())
+    shim = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {e["rank"] for e in shim if e["what"] == "loaded"} == {1}  # rank 1 ran with no flock at all
+    assert [e for e in shim if e["what"] == "flock"] == []  # and never tried one: it followed status.json
 
 
 def test_preempted_two_node_job_requeues_and_resumes(one_node_reference, tmp_path):
