@@ -182,7 +182,7 @@ def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from launch.task import run_train_task
 
     cell = _pick(expand_cells(cfg), args, lambda c: c.cell_id, "cell")
-    return _report_outcome(cell.cell_id, run_train_task(cfg, cell, progress=args.progress))
+    return _until_stopped(cell.cell_id, lambda: run_train_task(cfg, cell, progress=args.progress))
 
 
 def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
@@ -190,7 +190,25 @@ def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from launch.task import run_eval_task
 
     pair = _pick(expand_pairs(cfg), args, lambda p: p.pair_id, "pair")
-    return _report_outcome(pair.pair_id, run_eval_task(cfg, pair, progress=args.progress))
+    return _until_stopped(pair.pair_id, lambda: run_eval_task(cfg, pair, progress=args.progress))
+
+
+# Exit status of a job stopped by a signal before its item was done: 128 + SIGTERM, the shell's convention, so
+# SLURM's afterok and any script read it as a failure.
+_STOPPED_EXIT = 143
+
+
+def _until_stopped(item_id: str, work: Callable) -> int:
+    """Run one item's task; a stop before it is done (Lightning's SIGTERMException is a SystemExit without a
+    code, which Python turns into exit 0) exits non-zero instead. Its last.ckpt stays: a rerun resumes."""
+    try:
+        outcome = work()
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            raise
+        print(f"{item_id}: stopped by a signal before it was done; rerun to resume", file=sys.stderr)
+        return _STOPPED_EXIT
+    return _report_outcome(item_id, outcome)
 
 
 def _report_outcome(item_id: str, outcome) -> int:

@@ -117,6 +117,8 @@ def _slurm_parameters(resources: ResourcesConfig, max_parallel: int, name: str |
         "nodes": resources.nodes, "cpus_per_task": resources.cpus_per_task, "mem_gb": resources.mem_gb,
         "slurm_array_parallelism": max_parallel, "slurm_setup": list(resources.setup),
         "slurm_signal_delay_s": resources.signal_delay_s,  # --signal=USR2@s: time to requeue before the kill
+        # one rank that fails ends the step's other ranks at once (they would wait in a collective for 30 min)
+        "slurm_srun_args": ["--kill-on-bad-exit=1"],
     }
     if name is not None:
         params["name"] = name

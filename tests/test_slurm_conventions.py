@@ -43,6 +43,18 @@ def test_slurm_parameters_carry_name_and_signal_lead():
     assert "name" not in _slurm_parameters(resources, max_parallel=2)  # unnamed: submitit's default
 
 
+def test_one_failing_rank_ends_the_whole_srun_step(tmp_path):
+    """submitit's own batch script runs `srun --kill-on-bad-exit=1`: a rank that raises (a NaN) ends its step's
+    other ranks at once instead of leaving them in a collective until the 30-minute timeout."""
+    import submitit
+
+    executor = submitit.AutoExecutor(tmp_path, cluster="slurm")
+    executor.update_parameters(**_slurm_parameters(ResourcesConfig(), max_parallel=1, name="gdm-x-train"))
+    script = executor._executor._make_submission_file_text("python -c pass", "uid")
+    [srun] = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert "--kill-on-bad-exit=1" in srun.split()
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("launch.train.max_requeues=-1", "'launch.train.max_requeues' is -1; it must be ≥ 0"),
     ("launch.eval.signal_delay_s=0", "'launch.eval.signal_delay_s' is 0; it must be > 0"),

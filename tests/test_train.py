@@ -254,3 +254,55 @@ def test_streaming_path_trains(tmp_path):
     directory = fit_cell(cfg, cell)
     assert lifecycle.status(directory).state.value == "done"
     assert_logged_steps_and_final_psnr(cfg, cell, directory, [2])  # trainer.log_every=2
+
+
+NAN_SCRIPT = """
+import json, os, sys, time, lightning as L
+sys.path.insert(0, {tests!r})
+from conftest import TINY_OVERRIDES
+from gdm.cells import expand_cells
+from gdm.config import load_config
+from gdm.data.prepare import prepare_dataset
+from gdm.training.fit import fit_cell
+from launch.slurm import SlurmEnv
+from launch.task import run_owned
+
+class PoisonRankOne(L.Callback):  # a NaN in rank 1's weights only: its loss alone is NaN, before the backward
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == 3 and trainer.global_rank == 1:
+            next(module.net.parameters()).data.fill_(float("nan"))
+
+cfg = load_config(None, [*TINY_OVERRIDES, "root={root}", *{extra!r}])
+rank = int(os.environ.get("LOCAL_RANK", 0))
+if rank == 0:
+    prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+cell = [c for c in expand_cells(cfg) if c.n == 4][0]
+try:
+    run_owned(cfg, cell, lambda: fit_cell(cfg, cell, callbacks=[PoisonRankOne()]), SlurmEnv(rank=rank, step_tasks=2))
+    error = None
+except Exception as err:
+    error = f"{{type(err).__name__}}: {{err}}"
+json.dump({{"error": error, "t": time.time()}}, open({out!r} + f"/rank{{rank}}.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_ddp_rank_stops_both_ranks_and_is_recorded(tmp_path):
+    """All ranks reduce the finiteness of their losses, so they raise at the same step: no rank waits for a
+    failed one in a collective, and status.json records the NaN rather than a collective timeout."""
+    extra = ["wandb.mode=disabled", "trainer.devices=2", "trainer.max_steps=40", "trainer.checkpoint_every=2"]
+    script = tmp_path / "ddp_nan.py"
+    script.write_text(textwrap.dedent(NAN_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path),
+                                                        root=str(tmp_path / "runs"), extra=extra)))
+    python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path, "WANDB_SILENT": "true"}
+    for key in [k for k in env if k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE", "MASTER_"))]:
+        del env[key]
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    ends = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(end["error"] and "training loss is non-finite on 1 rank(s) at step 3" in end["error"] for end in ends)
+    assert abs(ends[0]["t"] - ends[1]["t"]) < 60
+    cfg = tiny_cfg(tmp_path / "runs", *extra)
+    directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
+    record = json.loads((directory / "status.json").read_text())
+    assert record["state"] == "failed" and "training loss is non-finite" in record["error"], record

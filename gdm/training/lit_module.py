@@ -109,10 +109,16 @@ class DenoiserModule(L.LightningModule):
         sigma = draw_sigma(self.cfg.sigma_law, clean.shape[0], self.cfg.sigma_min, self.cfg.sigma_max, generator)
         noisy, noise = add_noise(clean, sigma, generator)
         loss = denoising_loss(self.net, noisy, noise)
-        check_finite(loss, self.global_step)
+        check_finite(loss, self.global_step, self.ranks_non_finite(loss))
         self.last_loss = loss.detach()
         self.log("train/loss", self.last_loss, prog_bar=True, logger=False)
         return loss
+
+    def ranks_non_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """How many ranks hold a non-finite loss this step (summed over the process group), so that all
+        ranks stop together; one rank alone reads its own loss."""
+        flag = (~torch.isfinite(loss.detach())).float()
+        return self.trainer.strategy.reduce(flag, reduce_op="sum") if self.trainer.world_size > 1 else flag
 
     def draw_batch(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Resident images: B indices drawn with replacement; streaming: the loader's batch."""

@@ -26,8 +26,15 @@ def denoising_loss(net: nn.Module, y: torch.Tensor, noise: torch.Tensor) -> torc
     return (net(y).float() - noise.float()).square().mean()
 
 
-def check_finite(loss: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(loss):
+def check_finite(loss: torch.Tensor, step: int, ranks_non_finite: torch.Tensor | None = None) -> None:
+    """NonFiniteLossError when this rank's loss, or (under DDP) any rank's, is NaN or ±inf.
+
+    `ranks_non_finite` is the count of ranks with a non-finite loss, all-reduced by the caller: every rank
+    then raises at the same step, instead of one raising while the others wait for it in the backward's
+    gradient all-reduce until the collective timeout (which would be recorded instead of the NaN)."""
+    bad = ranks_non_finite if ranks_non_finite is not None else (~torch.isfinite(loss)).sum()
+    if bad:
         raise NonFiniteLossError(
-            f"training loss is {loss.item()} at step {step}; the cell stops and keeps its last good last.ckpt. "
+            f"training loss is non-finite on {int(bad)} rank(s) at step {step} (this rank's: {loss.item()}); the "
+            "cell stops and keeps its last good last.ckpt. "
             "Lower trainer.lr, use trainer.precision=32-true, or check the data for NaN pixels")
