@@ -55,9 +55,22 @@ def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) 
     results, evaluation = summarize(cfg, pair, data, samples, device)
     if cfg.eval.jacobian.enabled:
         results["jacobian"] = geometry_of(cfg, data, directory)
+    check_cells_unchanged(cfg, pair)
     write_outputs(cfg, pair, results, evaluation, samples, data)
     lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES), flags=status_flags(results))
     return results
+
+
+def check_cells_unchanged(cfg: ExperimentConfig, pair: EvalPair) -> None:
+    """The pair's results stand for its cells' models as they are now: a cell deleted, reopened or retrained
+    while the pair was evaluated fails the pair (IntegrityError naming the cell), and the next `gdm run`
+    trains that cell again and re-evaluates the pair."""
+    for cell in pair.cells:
+        directory = cell.directory(cfg)
+        if not lifecycle.is_done(directory):
+            raise lifecycle.IntegrityError(f"cell {cell.cell_id} was deleted or reopened while pair {pair.pair_id} "
+                                           "was evaluated; the next `gdm run` trains it again and re-evaluates")
+        lifecycle.verify(directory, Files.MODEL)
 
 
 def load_pair(cfg: ExperimentConfig, pair: EvalPair, device: Device) -> PairData:

@@ -47,6 +47,7 @@ def make_report(cfg: ExperimentConfig, ownership: lifecycle.Ownership = lifecycl
     changed is left as it is (read-only storage)."""
     out = report_dir(cfg)
     pairs = [p for p in expand_pairs(cfg) if lifecycle.is_done(p.directory(cfg))]
+    verify_pairs(cfg, pairs)
     inputs = report_inputs(cfg, pairs)
     if _record_of(out) == inputs:
         return out
@@ -70,6 +71,15 @@ def _write_report(cfg: ExperimentConfig, pairs: list[EvalPair], inputs: dict, ou
 
         wandb_log.log_report(cfg, [summary_row(r) for r in results], sorted(out.glob("*.png")))
     atomic_write_json(out / "inputs.json", inputs)  # last: a report cut short is made again next time
+
+
+def verify_pairs(cfg: ExperimentConfig, pairs: list[EvalPair]) -> None:
+    """Each pair's results and samples against the sha256 in its DONE: a file altered or damaged after its
+    evaluation raises IntegrityError naming it (and is set aside for re-evaluation), so nothing is published
+    from it."""
+    for pair in pairs:
+        for name in (Files.RESULTS, Files.SAMPLES):
+            lifecycle.verify(pair.directory(cfg), name)
 
 
 def report_inputs(cfg: ExperimentConfig, pairs: list[EvalPair]) -> dict:

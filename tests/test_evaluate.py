@@ -208,3 +208,30 @@ def test_pair_figures_draw_the_controls(tiny_config, monkeypatch):
     labels = {t.get_text() for fig in drawn for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
     assert {"A–B, different seeds (control)", "held-out–nearest train (novelty)", "held-out", "samples A"} <= labels
     assert "Gaussian (Wiener) reference of the pool" in labels
+
+
+def test_a_cell_deleted_during_its_pairs_evaluation_fails_the_pair_naming_it(tiny_config, monkeypatch):
+    import shutil
+
+    from gdm import evaluate, lifecycle
+    from gdm.cells import Files
+    from launch.grid import run_grid
+
+    cfg = tiny_config
+    run_grid(cfg, progress=False)
+    pair = expand_pairs(cfg)[-1]
+    lifecycle.reopen(pair.directory(cfg), "evaluate again for the test", aside=(Files.RESULTS,))
+    victim = pair.cells[0]
+    sample = evaluate._sample
+
+    def sample_then_delete(*args, **kwargs):  # the operator removes the cell folder mid-evaluation
+        shutil.rmtree(victim.directory(cfg), ignore_errors=True)
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "_sample", sample_then_delete)
+    with pytest.raises(lifecycle.IntegrityError, match=f"cell {victim.cell_id} was deleted or reopened"):
+        evaluate.eval_pair(cfg, pair)
+    assert not lifecycle.is_done(pair.directory(cfg))
+    monkeypatch.undo()
+    run_grid(cfg, progress=False)  # retrains the cell, re-evaluates the pair
+    assert lifecycle.is_done(victim.directory(cfg)) and lifecycle.is_done(pair.directory(cfg))

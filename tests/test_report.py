@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from gdm import figures
-from gdm.cells import Files, expand_pairs
+from gdm import figures, lifecycle
+from gdm.cells import Files, expand_pairs, report_dir
 from gdm.report import make_report, markdown_table, summary_csv, summary_row
 
 CURVE = {"sigma": [0.1, 0.5], "input_psnr": [20.0, 6.0], "output_psnr": [24.0, 15.0]}
@@ -151,7 +151,7 @@ def write_fake_run(cfg, results_for) -> None:
             f"{kind}_correlation": torch.linspace(0.3, 0.9, 4) for kind in ("ab", "nearest", "nearest_other")
         }
         torch.save({"valid": torch.zeros(4, dtype=torch.bool), **similarities}, directory / "samples.pt")
-        (directory / Files.DONE).write_text("{}")
+        lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES))  # DONE with their checksums
 
 
 def test_report_of_a_fake_run_has_table_and_figures(tiny_config):
@@ -205,6 +205,21 @@ def write_fake_run_with_controls(cfg) -> None:
                 f"realism_histogram_{name}": torch.rand(48),
             }
         torch.save(arrays, path)
+        lifecycle.finish(pair.directory(cfg), outputs=(Files.RESULTS, Files.SAMPLES))
+
+
+def test_report_refuses_a_hand_edited_results_file_naming_it(tiny_config):
+    """A published number is the one evaluation wrote: the report checks each pair's files against the
+    checksums in its DONE and refuses (and sets aside) a results.json edited afterwards."""
+    write_fake_run(tiny_config, full_results)
+    pair = expand_pairs(tiny_config)[-1]
+    results = pair.directory(tiny_config) / Files.RESULTS
+    edited = json.loads(results.read_text()) | {"verdict": "generalizing"}
+    results.write_text(json.dumps(edited))
+    with pytest.raises(lifecycle.IntegrityError, match=f"{results} does not match the checksum"):
+        make_report(tiny_config)
+    assert not (report_dir(tiny_config) / "summary.csv").exists()  # nothing published from it
+    assert not lifecycle.is_done(pair.directory(tiny_config))  # the next `gdm run` evaluates the pair again
 
 
 def test_markdown_and_csv_show_the_controls_and_the_verdict():
