@@ -120,6 +120,9 @@ class WandbConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"  # offline (writes runs to disk), online, disabled
     project: str = "gdm"  # W&B project
     entity: Optional[str] = None  # W&B entity (team); None uses the default of the API key
+    # seconds wandb.init may wait for the server; online runs that fail (no key, no network, server error) are
+    # written offline instead, with a warning naming `gdm sync`
+    init_timeout_s: float = 30.0
     upload_models: bool = False  # log each model.pt as an artifact file (True) or as a reference to its path (False)
 
 

@@ -56,8 +56,10 @@ def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) 
     if cfg.eval.jacobian.enabled:
         results["jacobian"] = geometry_of(cfg, data, directory)
     check_cells_unchanged(cfg, pair)
-    write_outputs(cfg, pair, results, evaluation, samples, data)
+    figures = write_outputs(cfg, pair, results, evaluation, samples, data)
     lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES), flags=status_flags(results))
+    if cfg.wandb.mode != "disabled":  # after DONE: a W&B failure can cost nothing that was computed
+        log_wandb(cfg, pair, results, evaluation, figures, samples)
     return results
 
 
@@ -258,7 +260,8 @@ def _geometry_figures(out: dict, directory: Path, size: int) -> None:
 
 def write_outputs(
     cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluation: PairEvaluation, samples: dict, data: PairData
-) -> None:
+) -> dict[str, Path]:
+    """samples.pt, the figures, results.json and results.csv of the pair; returns the figures' paths."""
     directory = pair.directory(cfg)
     if data.family == "calpha":
         alpha = float(cfg.datasets[pair.dataset].params.get("alpha", 2.0))
@@ -273,8 +276,7 @@ def write_outputs(
     paths = pair_figures(cfg, pair, results, evaluation, samples, data)
     atomic_write_json(directory / Files.RESULTS, results)
     atomic_write_text(directory / Files.RESULTS_CSV, _csv_row(results))
-    if cfg.wandb.mode != "disabled":
-        log_wandb(cfg, pair, results, evaluation, paths, samples)
+    return paths
 
 
 def health_warnings(results: dict) -> list[str]:

@@ -11,6 +11,7 @@ no network). The API key is never read, logged or stored here: W&B takes it from
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from gdm.config import ExperimentConfig, to_dict
 from gdm.io import stable_hash
 
 JOB_TYPES = ("train", "eval", "report")
+
+log = logging.getLogger(__name__)
 
 
 def item_keys(item: Item | None) -> dict[str, Any]:
@@ -54,12 +57,56 @@ def run_kwargs(cfg: ExperimentConfig, item: Item | None, job_type: str) -> dict[
             "resume": "allow", "config": config}
 
 
+def start_run(cfg: ExperimentConfig, item: Item | None, job_type: str) -> Any:
+    """wandb.init of one eval or report run, bounded by wandb.init_timeout_s. When online fails (no API key,
+    no network, a server error) the run is written offline instead, with one warning naming `gdm sync`: the
+    results are on disk already, and nothing W&B does can cost them."""
+    import wandb
+
+    kwargs = run_kwargs(cfg, item, job_type) | {"settings": wandb.Settings(init_timeout=cfg.wandb.init_timeout_s)}
+    try:
+        return wandb.init(**kwargs)
+    except Exception as err:  # wandb.errors.CommError, UsageError (no key), AuthenticationError, timeouts
+        if kwargs["mode"] != "online":
+            raise
+        offline_instead(kwargs, err)
+        return wandb.init(**kwargs)
+
+
+def offline_instead(init_kwargs: dict[str, Any], err: Exception) -> None:
+    """After a failed online wandb.init: tear its service down, switch `init_kwargs` to offline, warn once."""
+    import wandb
+
+    wandb.teardown()
+    init_kwargs["mode"] = "offline"
+    log.warning("W&B online failed for %s (%s: %s); logged offline under %s instead. Check the API key "
+                "(`wandb login`) and the network, then upload with `gdm sync CONFIG`", init_kwargs["name"],
+                type(err).__name__, " ".join(str(err).split())[:200], init_kwargs["dir"])
+
+
 def train_logger(cfg: ExperimentConfig, cell: Cell):
     """Lightning's WandbLogger for the cell's training run."""
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+    class OfflineOnFailure(WandbLogger):
+        """Lightning's WandbLogger whose run, if online fails, is written offline (see `start_run`)."""
+
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> Any:
+            try:
+                return super().experiment
+            except Exception as err:
+                if self._wandb_init.get("mode") != "online":
+                    raise
+                offline_instead(self._wandb_init, err)
+                return super().experiment
 
     kwargs = run_kwargs(cfg, cell, "train")
-    return WandbLogger(save_dir=kwargs.pop("dir"), **kwargs)
+    settings = wandb.Settings(init_timeout=cfg.wandb.init_timeout_s)
+    return OfflineOnFailure(save_dir=kwargs.pop("dir"), settings=settings, **kwargs)
 
 
 def active_run(trainer) -> Any | None:
@@ -112,7 +159,7 @@ def log_eval(cfg: ExperimentConfig, pair: EvalPair, scalars: dict, results: dict
     and figures as images."""
     import wandb
 
-    run = wandb.init(**run_kwargs(cfg, pair, "eval"))
+    run = start_run(cfg, pair, "eval")
     try:
         run.summary.update(scalars)
         table = psnr_table(pair_psnr_curves(results))
@@ -132,7 +179,7 @@ def log_report(cfg: ExperimentConfig, rows: list[dict], figures: list[Path]) -> 
     """The report run: the summary table across n and every figure of the report."""
     import wandb
 
-    run = wandb.init(**run_kwargs(cfg, None, "report"))
+    run = start_run(cfg, None, "report")
     try:
         columns = list(rows[0]) if rows else ["dataset", "n"]
         run.log({"report/summary": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])}
