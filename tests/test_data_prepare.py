@@ -115,7 +115,9 @@ def test_tampered_manifest_is_refused(prepared):
         load_split(data_dir, "A", 2)
 
 
-def test_tampered_shard_is_refused_by_the_drivers_check(prepared):
+@pytest.mark.parametrize(("damage", "message"), [
+    ("flip", "does not match its checksum"), ("truncate", "does not match its checksum"), ("delete", "is missing")])
+def test_a_damaged_shard_is_named_by_the_next_run_while_the_cache_is_valid(prepared, damage, message):
     from gdm.data.store import verify_data
 
     data_dir, manifest = prepared
@@ -123,11 +125,11 @@ def test_tampered_shard_is_refused_by_the_drivers_check(prepared):
     shard = data_dir / manifest["shards"]["pool"][2]["name"]
     raw = bytearray(shard.read_bytes())
     raw[1500] ^= 0xFF
-    shard.write_bytes(bytes(raw))
+    {"flip": lambda: shard.write_bytes(bytes(raw)), "truncate": lambda: shard.write_bytes(bytes(raw[:1000])),
+     "delete": shard.unlink}[damage]()
     load_split(data_dir, "A", 2)  # jobs trust the verified cache and never re-read the shards …
-    (data_dir / "pool.images.npy").unlink()
-    with pytest.raises(DataError, match=f"shard .*{shard.name} does not match its checksum"):
-        verify_data(data_dir)  # … while a cache made again from them is refused
+    with pytest.raises(DataError, match=f"shard .*{shard.name} {message}"):
+        verify_data(data_dir)  # … but the next run's check names the damaged shard, the cache being valid
     load_split(data_dir, "test")  # the test shards are intact
 
 
