@@ -142,5 +142,7 @@ def test_validation_psnr_is_evaluations_psnr_curve_in_numpy():
     assert list(result.values()) == pytest.approx(list(expected.values()), abs=1e-4)
     net.eval()
     assert module.validation_psnr() == result and not net.training
-    assert result == {f"val/psnr_train_sigma{s:g}": v for s, v in zip(sigmas, psnr_curve(
-        BlindDenoiser(net), images, sigmas, seed=seed)["output_psnr"], strict=True)}
+    # the same noise and formula as evaluation's curve; equal to float rounding (batches of 2 here, one batch there:
+    # the convolution's summation order may differ by the last bits)
+    assert result == pytest.approx({f"val/psnr_train_sigma{s:g}": v for s, v in zip(sigmas, psnr_curve(
+        BlindDenoiser(net), images, sigmas, seed=seed)["output_psnr"], strict=True)}, rel=1e-9)

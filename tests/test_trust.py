@@ -116,7 +116,7 @@ def test_duplicate_and_empty_sizes_and_missing_sources_are_refused_before_any_fo
     celeba = str(REPO / "configs/celeba80.yaml")
     assert main(["run", "--dry-run", celeba, f"root={root}"]) == 2
     assert "'datasets.celeba.source' is not set" in capsys.readouterr().err
-    assert main(["cells", celeba, f"root={root}", f"datasets.celeba.source={tmp_path}/nowhere"]) == 2
+    assert main(["run", celeba, f"root={root}", f"datasets.celeba.source={tmp_path}/nowhere"]) == 2
     err = capsys.readouterr().err
     assert "'datasets.celeba.source'" in err and "does not exist" in err
     assert not root.exists()
