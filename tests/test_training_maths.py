@@ -143,6 +143,6 @@ def test_validation_psnr_is_evaluations_psnr_curve_in_numpy():
     net.eval()
     assert module.validation_psnr() == result and not net.training
     # the same noise and formula as evaluation's curve; equal to float rounding (batches of 2 here, one batch there:
-    # the convolution's summation order may differ by the last bits)
+    # the float32 sums may differ in the last bit, 1e-7 relative)
     assert result == pytest.approx({f"val/psnr_train_sigma{s:g}": v for s, v in zip(sigmas, psnr_curve(
-        BlindDenoiser(net), images, sigmas, seed=seed)["output_psnr"], strict=True)}, rel=1e-9)
+        BlindDenoiser(net), images, sigmas, seed=seed)["output_psnr"], strict=True)}, rel=1e-6)
