@@ -112,8 +112,9 @@ def train_logger(cfg: ExperimentConfig, cell: Cell):
 def active_run(trainer) -> Any | None:
     """The W&B run of a trainer's WandbLogger on this rank, if one was started."""
     import wandb
+    from lightning.pytorch.loggers import WandbLogger
 
-    return wandb.run if any(type(lg).__name__ == "WandbLogger" for lg in trainer.loggers) else None
+    return wandb.run if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) else None
 
 
 def finish_run(run: Any | None, ok: bool) -> None:

@@ -8,6 +8,7 @@ owner. The owner records where it runs (job id, array task id, host, pid) and, o
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import traceback
@@ -31,6 +32,17 @@ class Outcome(str, Enum):
     DONE = "done"  # this task trained or evaluated the item
     ALREADY_DONE = "already_done"  # the folder was done when the task looked
     BUSY = "busy"  # another live process owns the folder
+
+
+def use_own_wandb_service() -> None:
+    """Log through a W&B service of this process, never an inherited one. W&B saves its service's address in
+    WANDB_SERVICE ("3-<pid of the starter>-…"), which child processes inherit: submitit's local jobs, and
+    SLURM jobs under sbatch's exported environment. A job killed while logging through its parent's service
+    leaves its run id "in use" there, and the requeued job's resume of that same (deterministic) id is then
+    refused. So a job drops an address that another process wrote; W&B starts one of its own."""
+    token = os.environ.get("WANDB_SERVICE")
+    if token and token.split("-")[1:2] != [str(os.getpid())]:
+        del os.environ["WANDB_SERVICE"]
 
 
 def _default_fit() -> FitFn:
@@ -145,6 +157,7 @@ def run_train_task(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False,
     """Train `cell` here (resuming from its last.ckpt) unless it is done or owned by another process."""
     env = env or read_slurm_env()
     fit = fit or _default_fit()
+    use_own_wandb_service()
     use_threads(cfg.trainer.threads)
     plugins = _slurm_plugins(env)
     kwargs = {"plugins": plugins} if plugins else {}
@@ -159,4 +172,5 @@ def run_eval_task(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = Fal
     if missing:
         raise RuntimeError(f"pair {pair.pair_id}: cells not done yet: {', '.join(missing)}")
     evaluate = evaluate or _default_eval()
+    use_own_wandb_service()
     return run_owned(cfg, pair, lambda: evaluate(cfg, pair, progress=progress), env)
