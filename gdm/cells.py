@@ -30,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gdm.config import ExperimentConfig, to_dict
-from gdm.io import stable_hash
+from gdm.config import ExperimentConfig, to_dict, to_yaml
+from gdm.io import atomic_write_text, stable_hash
 
 # The keys of each hashed section as of identity version 1 (never edit: see the module docstring).
 IDENTITY_V1: dict[str, tuple[str, ...]] = {
@@ -176,8 +176,22 @@ def expand_pairs(cfg: ExperimentConfig) -> list[EvalPair]:
 
 
 def config_path(cfg: ExperimentConfig) -> Path:
-    """The resolved config of the latest `gdm run` (each folder's settings.json is what binds results)."""
+    """The resolved config of the latest `gdm run` or report (each folder's settings.json is what binds
+    results); the report writes it again with report/config.yaml, so the two always agree."""
     return cfg.run_dir / "config.yaml"
+
+
+def write_resolved_config(cfg: ExperimentConfig, path: Path | None = None) -> None:
+    """The config as YAML at `path` (the run's config.yaml by default); left alone when unchanged but for
+    where the run folder is mounted (`root`), so a finished run re-runs on read-only storage."""
+    path = path or config_path(cfg)
+    if not path.exists() or resolved_settings(path.read_text(encoding="utf-8")) != resolved_settings(to_yaml(cfg)):
+        atomic_write_text(path, to_yaml(cfg))
+
+
+def resolved_settings(config_yaml: str) -> str:
+    """A resolved config's text less its `root` line: what it says wherever the run folder is mounted."""
+    return "\n".join(line for line in config_yaml.splitlines() if not line.startswith("root:"))
 
 
 def data_dir(cfg: ExperimentConfig, dataset: str) -> Path:

@@ -16,8 +16,17 @@ from pathlib import Path
 import torch
 
 from gdm import figures, lifecycle
-from gdm.cells import EvalPair, Files, data_dir, expand_pairs, report_dir
-from gdm.config import ExperimentConfig
+from gdm.cells import (
+    EvalPair,
+    Files,
+    config_path,
+    data_dir,
+    expand_pairs,
+    report_dir,
+    resolved_settings,
+    write_resolved_config,
+)
+from gdm.config import ExperimentConfig, to_yaml
 from gdm.io import atomic_write_json, atomic_write_text, file_sha256, read_json, stable_hash
 from gdm.pair_records import Agreement, Realism
 
@@ -49,13 +58,17 @@ def make_report(cfg: ExperimentConfig, ownership: lifecycle.Ownership = lifecycl
     pairs = [p for p in expand_pairs(cfg) if lifecycle.is_done(p.directory(cfg))]
     verify_pairs(cfg, pairs)
     inputs = report_inputs(cfg, pairs)
-    if _record_of(out) == inputs:
+    if _is_current(cfg, out, inputs):
         return out
     # One writer at a time (two drivers finish together): the second waits on the lease, then finds the
     # report made from the same inputs; without it both would log the same W&B report run at once.
     with lifecycle.Lease(out, patience=REPORT_PATIENCE, ownership=ownership):
         if _record_of(out) != inputs:
             _write_report(cfg, pairs, inputs, out)
+        # Under the same lease: config.yaml may be another driver's of the same name, started since ours;
+        # the run's config.yaml and report/config.yaml are then this report's, never a mix of two runs.
+        write_resolved_config(cfg)
+        write_resolved_config(cfg, out / "config.yaml")
     return out
 
 
@@ -86,7 +99,14 @@ def report_inputs(cfg: ExperimentConfig, pairs: list[EvalPair]) -> dict:
     """What the report is made from: each pair's id and the sha256 of its results and samples."""
     files = {p.pair_id: {name: file_sha256(p.directory(cfg) / name) for name in (Files.RESULTS, Files.SAMPLES)}
              for p in pairs}
-    return {"pairs": files, "settings": stable_hash({"eval": str(cfg.eval), "name": cfg.name})}
+    return {"pairs": files, "settings": stable_hash(resolved_settings(to_yaml(cfg)))}
+
+
+def _is_current(cfg: ExperimentConfig, out: Path, inputs: dict) -> bool:
+    """The report was made from `inputs`, and the run's config.yaml says the settings it was made with."""
+    configs = (config_path(cfg), out / "config.yaml")
+    wanted = resolved_settings(to_yaml(cfg))
+    return _record_of(out) == inputs and all(p.exists() and resolved_settings(p.read_text()) == wanted for p in configs)
 
 
 def _record_of(out: Path) -> dict | None:

@@ -26,9 +26,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from gdm import lifecycle
-from gdm.cells import Cell, EvalPair, Item, config_path, data_dir, expand_cells, expand_pairs, jobs_dir
-from gdm.config import ExperimentConfig, to_yaml
-from gdm.io import atomic_write_text
+from gdm.cells import Cell, EvalPair, Item, data_dir, expand_cells, expand_pairs, jobs_dir, write_resolved_config
+from gdm.config import ExperimentConfig
 from launch import owners, slurm
 from launch.executors import JOB_KINDS, job_name, make_executor
 from launch.jobs import EvalJob, GridSteps, PrepareJob, ReportJob, TrainJob
@@ -36,18 +35,6 @@ from launch.task import Outcome
 
 PREPARE_PATIENCE_S = 6 * 3600.0  # how long a driver waits for another one preparing the same dataset
 MAX_TAKEOVERS = 2  # times one driver submits again for an item whose owner vanished without finishing
-
-
-def write_resolved_config(cfg: ExperimentConfig) -> None:
-    """The config this run used, beside its results; left alone when unchanged but for where the run
-    folder is mounted (`root`), so a finished run re-runs on read-only storage."""
-    path = config_path(cfg)
-    if not path.exists() or _without_root(path.read_text(encoding="utf-8")) != _without_root(to_yaml(cfg)):
-        atomic_write_text(path, to_yaml(cfg))
-
-
-def _without_root(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.startswith("root:"))
 
 
 def prepare_all(cfg: ExperimentConfig, steps: GridSteps, progress: bool) -> None:

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from gdm import lifecycle
-from gdm.cells import Files, expand_cells, expand_pairs, item_folders
+from gdm.cells import Files, expand_cells, expand_pairs, item_folders, write_resolved_config
 from gdm.cli import main
-from gdm.config import load_config
+from gdm.config import load_config, to_yaml
+from gdm.report import make_report
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["n_train=[1]", "wandb.mode=disabled"]
@@ -99,6 +100,16 @@ def test_changed_settings_never_leave_an_older_result_standing(tiny_overrides, c
     listing = capsys.readouterr().out
     assert old_pair.pair_id in listing and len(item_folders(cfg)) == 6  # older folders kept, untouched
     assert [line for line in listing.splitlines() if old_pair.pair_id in line][0].count("older settings") == 1
+
+    # Two drivers of the same name at once: the first's driver starts again (its config.yaml) while the
+    # second reports, then the first reports. Each report writes both configs under its lease: never a mix.
+    first_cfg = load_config(QUICK, first)
+    write_resolved_config(first_cfg)
+    assert make_report(cfg) == report
+    assert (cfg.run_dir / "config.yaml").read_text() == (report / "config.yaml").read_text() == to_yaml(cfg)
+    make_report(first_cfg)
+    assert (cfg.run_dir / "config.yaml").read_text() == (report / "config.yaml").read_text() == to_yaml(first_cfg)
+    assert list(strict_json(report / "inputs.json")["pairs"]) == [old_pair.pair_id]
 
 
 def test_duplicate_and_empty_sizes_and_missing_sources_are_refused_before_any_folder(tmp_path, capsys):
