@@ -209,6 +209,9 @@ def status(directory: Path, queued: set[str] | None = None, ownership: Ownership
     record, sub = _record(directory, Files.STATUS), submission(directory)
     job_id = record.get("job_id") or sub.get("job_id")
     done = done_record(directory)
+    if done is not None and (damage := damaged_output(directory)) is not None:
+        return Status(State.FAILED, job_id, record.get("step"), f"{damage}: `gdm run` sets it aside and makes it "
+                      "again", (), record)
     if done is not None:
         return Status(State.DONE, job_id, record.get("step"), None, tuple(done.get("flags", ())), record)
     if owner_alive(directory, ownership):
@@ -394,15 +397,42 @@ def verify(directory: Path, name: str) -> Path:
     (DONE and the bad file set aside), so the next `gdm run` makes it again.
     """
     directory = Path(directory)
-    path, done = directory / name, done_record(directory) or {}
-    expected = (done.get("sha256") or {}).get(name)
+    problem = _output_problem(directory, name, ((done_record(directory) or {}).get("sha256") or {}).get(name))
+    if problem is not None:
+        reopen(directory, problem, aside=(name,))
+        raise IntegrityError(f"{problem} (corrupt or altered); it was set aside and the next `gdm run` makes it again")
+    return directory / name
+
+
+def _output_problem(directory: Path, name: str, expected: str | None) -> str | None:
+    """Why output `name` cannot be trusted (missing, or not the bytes DONE's checksum names), or None."""
+    path = directory / name
     actual = file_sha256(path) if path.exists() else None
-    if expected is None or actual != expected:
-        reason = "is missing" if actual is None else "does not match the checksum recorded when it was written"
-        reopen(directory, f"{path} {reason}", aside=(name,))
-        raise IntegrityError(f"{path} {reason} (corrupt or altered); it was set aside and the next "
-                             "`gdm run` makes it again")
-    return path
+    if expected is not None and actual == expected:
+        return None
+    return f"{path} {'is missing' if actual is None else 'does not match the checksum recorded when it was written'}"
+
+
+def damaged_output(directory: Path) -> str | None:
+    """The first output of a done folder that fails its checksum in DONE, described; None when every one
+    matches (or the folder is not done). Reads only: `gdm status` shows it, `reopen_if_damaged` acts."""
+    damage = _first_damaged(Path(directory))
+    return damage[1] if damage else None
+
+
+def reopen_if_damaged(directory: Path) -> str | None:
+    """A done folder with a damaged output is reopened (DONE and that file set aside), so it is made again;
+    returns what was wrong, None when the folder is intact."""
+    damage = _first_damaged(Path(directory))
+    if damage is not None:
+        reopen(directory, damage[1], aside=(damage[0],))
+    return damage[1] if damage else None
+
+
+def _first_damaged(directory: Path) -> tuple[str, str] | None:
+    checksums = (done_record(directory) or {}).get("sha256") or {}
+    problems = ((name, _output_problem(directory, name, digest)) for name, digest in sorted(checksums.items()))
+    return next(((name, problem) for name, problem in problems if problem), None)
 
 
 def reopen(directory: Path, reason: str, aside: tuple[str, ...] = ()) -> None:

@@ -172,8 +172,8 @@ class GridDriver:
 
     # --- detached submission ---------------------------------------------------------------------
     def submit_all(self) -> dict[str, Any]:
-        cells = [c for c in self.cells if not lifecycle.is_done(self.folder(c))]
-        pairs = [p for p in self.pairs if not lifecycle.is_done(self.folder(p))]
+        cells = [c for c in self.cells if not self._done(c)]
+        pairs = [p for p in self.pairs if not self._done(p)]
         prepare = self.executor("prepare").submit(PrepareJob(self.cfg, self.steps))
         queued = slurm.live_job_ids() or set()
         jobs: dict[str, str] = {}
@@ -217,8 +217,14 @@ class GridDriver:
         self.bar.close()
         return self.summary
 
+    def _done(self, item: Item) -> bool:
+        """Whether `item` is done with intact outputs; a damaged one is set aside here, to be made again."""
+        if (damage := lifecycle.reopen_if_damaged(self.folder(item))) is not None:
+            tqdm.write(f"gdm: {item.item_id} is made again: {damage} (set aside)", file=sys.stderr)
+        return lifecycle.is_done(self.folder(item))
+
     def _skip_done(self, item: Item) -> bool:
-        if lifecycle.is_done(self.folder(item)):
+        if self._done(item):
             self.summary["already_done"] += 1
             self.bar.update(1)
             return True

@@ -73,10 +73,13 @@ def _cell_text(value, width: int = 60) -> str:
 
 
 def format_status(rows: list[dict]) -> str:
-    """An aligned table of `rows` with a count per state at the end."""
+    """An aligned table of `rows` (long errors cut to a column), each failure's error in full below it, and a
+    count per state at the end."""
     table = [[c.replace("_", " ") for c in COLUMNS]] + [[_cell_text(r.get(c)) for c in COLUMNS] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     lines = ["  ".join(text.ljust(w) for text, w in zip(line, widths, strict=True)).rstrip() for line in table]
+    failures = [f"{r['id']}: {r['error']}" for r in rows if r["state"] == "failed" and r.get("error")]
+    lines += ["", "errors (in full):", *failures, ""] if failures else []
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1

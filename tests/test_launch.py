@@ -185,6 +185,7 @@ def test_status_rows_and_table(tiny_overrides):
     table = format_status(rows)
     assert table.splitlines()[0].split()[:3] == ["kind", "id", "state"]
     assert table.splitlines()[-1] == "4 done, 1 failed, 1 pending"
+    assert f"{bad.cell_id}: RuntimeError: boom in {bad.cell_id}" in table.splitlines()  # in full, below the table
 
 
 def test_a_requeued_job_runs_the_same_call_again(tiny_overrides):

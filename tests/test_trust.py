@@ -292,10 +292,15 @@ def test_flipped_model_bytes_are_named_and_the_cell_is_retrained(tiny_overrides,
     raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(b ^ 0xFF for b in raw[len(raw) // 2: len(raw) // 2 + 64])
     model.write_bytes(bytes(raw))
     capsys.readouterr()
-    assert main(["run", "--no-progress", *args, "eval.num_samples=6"]) == 1  # a new pair loads the model
+    main(["status", *args])  # reads only: names the file and the fix, and leaves the folder as it is
+    shown = capsys.readouterr().out.splitlines()
+    assert " failed " in next(line for line in shown if line.startswith(f"train  {cell.cell_id}"))
+    assert f"{cell.cell_id}: {model} does not match the checksum recorded when it was written: `gdm run` sets it " \
+           "aside and makes it again" in shown
+    assert lifecycle.is_done(cell.directory(cfg))
+    assert main(["run", "--no-progress", *args, "eval.num_samples=6"]) == 0  # the driver checks what is done
     err = capsys.readouterr().err
-    assert f"{model} does not match the checksum" in err
-    assert main(["run", "--no-progress", *args, "eval.num_samples=6"]) == 0
+    assert f"{cell.cell_id} is made again: {model} does not match the checksum" in err
     cfg6 = load_config(*args[:1], [*args[1:], "eval.num_samples=6"])
     assert_same_weights(weights(cfg, cell), original)  # retrained (resumed at its last step): the same weights
     assert strict_json(expand_pairs(cfg6)[0].directory(cfg6) / Files.RESULTS)["num_samples"] == 6
