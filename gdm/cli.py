@@ -1,11 +1,16 @@
-"""The `gdm` command: parse typed options, build one config, call one library function.
+"""gdm: does a diffusion model memorize its training set or generalize? For each training-set size n it
+trains two denoisers on disjoint halves (A and B) of the data, samples both from the same seeds and measures
+how alike their samples are, how close they come to training images, and how well they denoise.
 
     gdm run configs/quickstart.yaml                     # the whole grid: data → train → eval → report
     gdm run configs/quickstart.yaml trainer.max_steps=50
+    gdm run configs/celeba80.yaml --dry-run             # the plan and its cost; submits nothing
     gdm status configs/quickstart.yaml                  # pending / running / done / failed per cell
     gdm report configs/quickstart.yaml                  # figures and tables from what is done
     gdm train configs/quickstart.yaml --cell-index 3    # one cell (what a SLURM array task runs)
     gdm eval configs/quickstart.yaml --pair-index 1     # one (dataset, n) pair
+
+Every command takes a config file and dotted KEY=VALUE overrides; `gdm COMMAND --help` explains its options.
 """
 
 from __future__ import annotations
@@ -23,11 +28,16 @@ OVERRIDES_HELP = ("config overrides as dotted key=value pairs, applied after the
                   "trainer.max_steps=50 'n_train=[1,10]' datasets.disks.image_size=32 wandb.mode=disabled")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+# Commands that show progress bars: only they take --no-progress.
+_PROGRESS = ("run", "train", "eval", "prepare")
+
+
+def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("config", help="experiment YAML file, e.g. configs/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="hide progress bars (for logs and batch jobs)")
+    if command in _PROGRESS:
+        parser.add_argument("--no-progress", dest="progress", action="store_false",
+                            help="hide progress bars (for logs and batch jobs)")
 
 
 def _index_option(parser: argparse.ArgumentParser, name: str, what: str) -> None:
@@ -42,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"gdm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {
         "run": "run the whole grid: prepare data, train every cell not done, evaluate each pair as soon as both "
@@ -59,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, text in commands.items():
         command = sub.add_parser(name, help=text, description=text)
-        _add_common(command)
+        _add_common(command, name)
         if name == "train":
             _index_option(command, "cell", "cell")
         if name == "eval":
@@ -72,10 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--dry-run",
                 action="store_true",
-                help="print the resolved config and the plan: cells and pairs to do and done, the jobs "
-                "with their resources, device-hours per cell and in total, and the disk; "
-                "submits nothing",
+                help="print the plan: cells and pairs to do and done, the jobs with their resources, "
+                "device-hours per cell and in total, and the disk; submits nothing",
             )
+            command.add_argument("--verbose", action="store_true",
+                                 help="with --dry-run: print the resolved config (YAML) before the plan")
         if name == "sync":
             command.add_argument("--dry-run", action="store_true", help="list the runs that would be synced")
         if name == "status":
@@ -83,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="list every cell and pair folder on disk, those of older settings included "
                                       "(marked 'older settings'); by default only the current settings' are shown")
     return parser
+
+
+def _version() -> str:
+    """The installed gdm's version (its package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gdm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -135,7 +157,8 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     if args.dry_run:
         from launch.plan import format_plan, make_plan
 
-        print(to_yaml(cfg))
+        if args.verbose:
+            print(to_yaml(cfg))
         print(format_plan(cfg, make_plan(cfg)))
         return 0
     if args.detach:
@@ -254,11 +277,15 @@ def _prepare(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 def _cells(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from gdm.cells import expand_cells, expand_pairs
+    from launch.executors import job_name
 
     cells, pairs = expand_cells(cfg), expand_pairs(cfg)
-    print(f"# {len(cells)} training cells: sbatch --array=0-{len(cells) - 1} slurm/train_array.sbatch CONFIG")
+    # -J: the job name `gdm cancel` looks for, so hand-submitted arrays are cancelled with the rest.
+    print(f"# {len(cells)} training cells: sbatch -J {job_name(cfg.name, 'train')} --array=0-{len(cells) - 1} "
+          "slurm/train_array.sbatch CONFIG")
     print("\n".join(f"{i}\t{cell.cell_id}" for i, cell in enumerate(cells)))
-    print(f"# {len(pairs)} eval pairs: sbatch --array=0-{len(pairs) - 1} slurm/eval_array.sbatch CONFIG")
+    print(f"# {len(pairs)} eval pairs: sbatch -J {job_name(cfg.name, 'eval')} --array=0-{len(pairs) - 1} "
+          "slurm/eval_array.sbatch CONFIG")
     print("\n".join(f"{i}\t{pair.pair_id}" for i, pair in enumerate(pairs)))
     return 0
 

@@ -23,6 +23,7 @@ from test_launch import FakeEval, _event, assert_evals_after_cells, events, fake
 
 from gdm import lifecycle
 from gdm.cells import expand_cells, expand_pairs
+from launch.executors import job_name
 from launch.grid import run_grid
 from launch.jobs import GridSteps
 
@@ -251,7 +252,8 @@ def test_hand_submitted_array(tiny_overrides, tmp_path, real_steps):
     for name, data in cfg.datasets.items():
         real_steps.prepare(data, cfg.run_dir / "data" / name)
     env = {**os.environ, "GDM": f"{sys.executable} -m gdm.cli"}
-    sbatch = ["sbatch", "--wait", "--array=0-3", "--mem=1G", "--cpus-per-task=1", "--time=20",
+    sbatch = ["sbatch", "--wait", "-J", job_name(cfg.name, "train"), "--array=0-3", "--mem=1G",
+              "--cpus-per-task=1", "--time=20",
               f"--output={tmp_path}/train-%A_%a.out", "slurm/train_array.sbatch", "configs/quickstart.yaml",
               *tiny_overrides]
     done = subprocess.run(sbatch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
