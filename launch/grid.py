@@ -18,7 +18,6 @@ import signal
 import socket
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,37 +25,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from gdm import lifecycle
-from gdm.cells import Cell, EvalPair, Item, data_dir, expand_cells, expand_pairs, jobs_dir, write_resolved_config
+from gdm.cells import Cell, EvalPair, Item, expand_cells, expand_pairs, jobs_dir, write_resolved_config
 from gdm.config import ExperimentConfig
 from launch import owners, slurm
 from launch.executors import JOB_KINDS, job_name, make_executor
-from launch.jobs import EvalJob, GridSteps, PrepareJob, ReportJob, TrainJob
+from launch.jobs import EvalJob, GridSteps, PrepareJob, ReportJob, TrainJob, prepare_all
 from launch.task import Outcome
 
-PREPARE_PATIENCE_S = 6 * 3600.0  # how long a driver waits for another one preparing the same dataset
 MAX_TAKEOVERS = 2  # times one driver submits again for an item whose owner vanished without finishing
-
-
-def prepare_all(cfg: ExperimentConfig, steps: GridSteps, progress: bool) -> None:
-    """Prepare each dataset, then verify its shards and caches once, here, before any job starts.
-
-    A dataset being prepared by another driver is waited for (its folder's lease), never written twice.
-    """
-    ownership = owners.ownership(cfg)
-    for name, data in cfg.datasets.items():
-        folder = data_dir(cfg, name)
-        with _owned(folder, ownership):
-            steps.prepare(data, folder, progress=progress)
-            if steps.verify is not None:
-                steps.verify(folder)
-
-
-def _owned(folder: Path, ownership: lifecycle.Ownership):
-    """The folder's lease, waited for as long as another driver holds it; none on a finished read-only
-    folder (nothing will be written there: prepare and verify only read a prepared dataset)."""
-    if folder.exists() and not os.access(folder, os.W_OK):
-        return nullcontext()
-    return lifecycle.Lease(folder, patience=PREPARE_PATIENCE_S, ownership=ownership)
 
 
 def run_grid(cfg: ExperimentConfig, *, progress: bool = True, steps: GridSteps | None = None) -> dict:

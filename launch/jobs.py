@@ -12,14 +12,18 @@ handler: training writes last.ckpt periodically on its own.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
 
-from gdm.cells import Cell, EvalPair
+from gdm import lifecycle
+from gdm.cells import Cell, EvalPair, data_dir
 from gdm.config import ExperimentConfig
+from launch import owners
 from launch.task import EvalFn, FitFn, Outcome, run_eval_task, run_train_task
 
 
@@ -37,9 +41,8 @@ def _verify(data_dir: Path) -> dict:
 
 def _report(cfg) -> Path:
     from gdm.report import make_report
-    from launch.owners import ownership
 
-    return make_report(cfg, ownership(cfg))
+    return make_report(cfg, owners.ownership(cfg))
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,6 @@ class PrepareJob(submitit.helpers.Checkpointable):
     steps: GridSteps
 
     def __call__(self) -> str:
-        from launch.grid import prepare_all
-
         use_cpus(self.cfg.launch.prepare.cpus_per_task)
         prepare_all(self.cfg, self.steps, progress=False)
         return "prepared"
@@ -112,3 +113,28 @@ class ReportJob(submitit.helpers.Checkpointable):
         if self.steps.report is not None:
             self.steps.report(self.cfg)
         return "reported"
+
+
+PREPARE_PATIENCE_S = 6 * 3600.0  # how long a driver waits for another one preparing the same dataset
+
+
+def prepare_all(cfg: ExperimentConfig, steps: GridSteps, progress: bool) -> None:
+    """Prepare each dataset, then verify its shards and caches once, here, before any job starts.
+
+    A dataset being prepared by another driver is waited for (its folder's lease), never written twice.
+    """
+    ownership = owners.ownership(cfg)
+    for name, data in cfg.datasets.items():
+        folder = data_dir(cfg, name)
+        with _owned(folder, ownership):
+            steps.prepare(data, folder, progress=progress)
+            if steps.verify is not None:
+                steps.verify(folder)
+
+
+def _owned(folder: Path, ownership: lifecycle.Ownership):
+    """The folder's lease, waited for as long as another driver holds it; none on a finished read-only
+    folder (nothing will be written there: prepare and verify only read a prepared dataset)."""
+    if folder.exists() and not os.access(folder, os.W_OK):
+        return nullcontext()
+    return lifecycle.Lease(folder, patience=PREPARE_PATIENCE_S, ownership=ownership)

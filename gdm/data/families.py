@@ -15,23 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from gdm.config import ConfigError, DataConfig
 from gdm.data import dedup, patches, photos
 from gdm.data.errors import DataError
+from gdm.data.generated import Generated
 from gdm.data.pixels import to_stored, to_unit
 from gdm.data.synthetic import calpha, disks, grf, sines, transforms
-
-
-class Generated(NamedTuple):
-    """What a family makes: images float32 or uint8 [N, H, W], params float32 [N, P] or None, facts for the manifest."""
-
-    images: np.ndarray
-    params: np.ndarray | None
-    info: dict
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ every file read with its sha256 and the patches it gave.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from PIL import Image, UnidentifiedImageError
 
 from gdm.data import dedup, photos
 from gdm.data.errors import DataError
-from gdm.io import stable_hash as canonical_sha256
+from gdm.data.generated import Generated
+from gdm.io import file_sha256, stable_hash
 
 # The photographs among scikit-image's bundled images (not the drawings, logos and test patterns).
 PHOTOGRAPHS = (
@@ -96,20 +96,14 @@ def contrasted(patches: np.ndarray, min_std: float) -> np.ndarray:
     return patches[patches.std(axis=(1, 2)) >= min_std]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def listing_sha256(data, params: dict) -> str:
     """Checksum of the files read (names and sha256s): a changed photograph is refused by prepare."""
     folder, names = source_files(data.source, params["files"])
-    return canonical_sha256([[name, file_sha256(folder / name)] for name in names])
+    return stable_hash([[name, file_sha256(folder / name)] for name in names])
 
 
 def make(data, params: dict, count: int, seed: int, *, progress: bool = False, device="cpu"):
     """Every kept patch (float32 [N, p, p]) with the source files and their checksums in `info`."""
-    from gdm.data.families import Generated  # the registry imports this module
-
     folder, names = source_files(data.source, params["files"])
     parts, records = [], []
     for name in names:
@@ -130,5 +124,5 @@ def make(data, params: dict, count: int, seed: int, *, progress: bool = False, d
         images, threshold=float(params["dedup_threshold"]), device=device, progress=progress
     )
     info = {"source_images": len(names), "deduplicated": removed, "source_files": records,
-            "source_listing_sha256": canonical_sha256([[r["name"], r["sha256"]] for r in records])}
+            "source_listing_sha256": stable_hash([[r["name"], r["sha256"]] for r in records])}
     return Generated(images[kept], None, info)
