@@ -24,8 +24,9 @@ from typing import Optional
 
 from gdm.config import ConfigError, ExperimentConfig
 
-OVERRIDES_HELP = ("config overrides as dotted key=value pairs, applied after the YAML file, e.g. "
-                  "trainer.max_steps=50 'n_train=[1,10]' datasets.disks.image_size=32 wandb.mode=disabled")
+OVERRIDES_HELP = ("more YAML files merged over the first (a cluster profile: launch.*, wandb.*), then config "
+                  "overrides as dotted key=value pairs, e.g. my_cluster.yaml trainer.max_steps=50 'n_train=[1,10]' "
+                  "wandb.mode=disabled")
 
 
 # Commands that show progress bars: only they take --no-progress.
@@ -34,7 +35,7 @@ _PROGRESS = ("run", "train", "eval", "prepare")
 
 def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("config", help="experiment YAML file, e.g. configs/quickstart.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    parser.add_argument("overrides", nargs="*", metavar="[PROFILE.yaml] KEY=VALUE", help=OVERRIDES_HELP)
     if command in _PROGRESS:
         parser.add_argument("--no-progress", dest="progress", action="store_false",
                             help="hide progress bars (for logs and batch jobs)")
@@ -110,14 +111,16 @@ def _version() -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    unknown = [item for item in extra if "=" not in item or item.startswith("-")]
+    unknown = [item for item in extra if ("=" not in item and not _is_yaml(item)) or item.startswith("-")]
     if unknown:  # overrides may follow options (`gdm run CONFIG --dry-run key=value`); anything else is an error
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides = [*args.overrides, *extra]
+    words = [*args.overrides, *extra]
+    files = [args.config, *(w for w in words if _is_yaml(w))]
+    args.overrides = [w for w in words if not _is_yaml(w)]
     try:
         from gdm.experiment import load_experiment  # here: `gdm --help` stays free of torch
 
-        cfg = load_experiment(args.config, args.overrides, need_source=args.command in _READ_SOURCE)
+        cfg = load_experiment(files, args.overrides, need_source=args.command in _READ_SOURCE)
         _adopt_older_folders(cfg, args.command)
         return COMMANDS[args.command](cfg, args)
     except ConfigError as err:
@@ -126,6 +129,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:  # OSError: no space, read-only storage, permissions
         print(f"gdm {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+
+
+def _is_yaml(word: str) -> bool:
+    """A further config file (merged over the first), as opposed to a key=value override."""
+    return "=" not in word and word.endswith((".yaml", ".yml"))
 
 
 # Commands that read the data source itself; the others need only the run folder (and work without the data).

@@ -8,6 +8,7 @@ one-line comment with its meaning and unit. OmegaConf enforces the types and ref
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -193,14 +194,19 @@ class ExperimentConfig:
 # this module imports nothing from gdm.
 
 
-def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> ExperimentConfig:
-    """Schema defaults ← YAML file ← `key=value` overrides, type-checked and validated."""
+ConfigFiles = Optional[str | Path | Sequence[str | Path]]
+
+
+def load_config(path: ConfigFiles = None, overrides: tuple[str, ...] | list[str] = ()) -> ExperimentConfig:
+    """Schema defaults ← YAML file(s) ← `key=value` overrides, type-checked and validated.
+
+    Several files are merged in order, each later one over the earlier: an experiment, then a cluster
+    profile (launch.* resources, wandb.*) kept apart from it, e.g. configs/celeba80.yaml my_cluster.yaml."""
     schema = OmegaConf.structured(ExperimentConfig)
-    layers: list[DictConfig] = []
-    if path is not None:
-        layers.append(_read_yaml(Path(path)))
-        if "datasets" in layers[0]:
-            schema.datasets = {}  # a file's datasets replace the default one instead of joining it
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    layers: list[DictConfig] = [_read_yaml(Path(p)) for p in paths]
+    if any("datasets" in layer for layer in layers):
+        schema.datasets = {}  # a file's datasets replace the default one instead of joining it
     layers.append(_parse_overrides(overrides))
     try:
         merged = OmegaConf.merge(schema, *layers)

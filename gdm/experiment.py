@@ -8,16 +8,15 @@ where the config meets the registries.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from gdm.analysis.similarity import SIMILARITIES
-from gdm.config import ConfigError, ExperimentConfig, load_config
+from gdm.config import ConfigError, ConfigFiles, ExperimentConfig, load_config
 from gdm.data.families import check_dataset
 from gdm.models import check_image_size
 from gdm.training.sigma import SIGMA_LAWS
 
 
-def load_experiment(path: str | Path | None = None, overrides: Sequence[str] = (), *,
+def load_experiment(path: ConfigFiles = None, overrides: Sequence[str] = (), *,
                     need_source: bool = True) -> ExperimentConfig:
     """`load_config`, then `check_registries`. need_source=False: a photo source need not exist here (commands
     that read only the run folder: status, report, cancel, cells; a cell's name never depends on the path)."""

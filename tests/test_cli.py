@@ -11,7 +11,8 @@ import pytest
 from gdm.cli import build_parser, main
 from launch.executors import job_name
 
-QUICK = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quickstart.yaml")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -55,3 +56,18 @@ def test_cells_prints_sbatch_lines_with_the_names_cancel_finds(tmp_path, capsys)
     comments = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
     assert f"sbatch -J {job_name('quickstart', 'train')} --array=0-7 slurm/train_array.sbatch CONFIG" in comments[0]
     assert f"sbatch -J {job_name('quickstart', 'eval')} --array=0-3 slurm/eval_array.sbatch CONFIG" in comments[1]
+
+
+def test_a_cluster_profile_composes_with_the_experiment(tmp_path, capsys):
+    celeba, profile = str(REPO / "configs" / "celeba80.yaml"), str(REPO / "slurm" / "cluster.yaml")
+    args = [celeba, profile, f"datasets.celeba.source={tmp_path}", f"root={tmp_path}", "launch.eval.partition=big"]
+    assert main(["run", "--dry-run", "--verbose", *args]) == 0
+    from gdm.experiment import load_experiment
+
+    cfg = load_experiment([celeba, profile], args[2:], need_source=False)
+    assert cfg.name == "celeba80" and cfg.launch.train.time_min == 2880  # the experiment's science and budget
+    assert cfg.launch.train.partition == "gpu" and cfg.wandb.mode == "online"  # the profile's site settings
+    assert cfg.launch.eval.partition == "big"  # overrides come last
+    assert "partition gpu" in capsys.readouterr().out
+    assert main(["status", celeba, str(tmp_path / "missing.yaml"), f"root={tmp_path}"]) == 2
+    assert f"config file {tmp_path / 'missing.yaml'} does not exist" in capsys.readouterr().err
