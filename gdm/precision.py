@@ -48,7 +48,9 @@ def fp32_precision(name: str, op: str) -> str:
 
 
 def current_precision(dtype: torch.dtype = torch.float32) -> Precision:
-    return Precision(fp32_precision("cuda", "matmul"), fp32_precision("cudnn", "conv"), str(dtype).removeprefix("torch."))
+    """The settings in force now, for computations in `dtype`."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    return Precision(fp32_precision("cuda", "matmul"), fp32_precision("cudnn", "conv"), dtype_name)
 
 
 def _legacy_matmul_precision() -> str | None:
