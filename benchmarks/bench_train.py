@@ -4,7 +4,9 @@
 
 Prints one JSON object: images/s of both loops for the paper's 80×80 3-block bias-free UNet and a
 small 32×32 one, Lightning's overhead ratio (plain / Lightning throughput; target ≤ 1.05), and on a
-CUDA device also bf16 + channels_last + torch.compile throughput at batch 512. Every row also gives
+CUDA device also bf16 + channels_last + torch.compile throughput at batch 512, in two rows: with the flags
+fit_cell trains under (Lightning's deterministic="warn": deterministic cuDNN algorithms only, cudnn.benchmark
+off; what users get) and, labelled, with them off (cudnn.benchmark on: the upper bound). Every row also gives
 the training FLOPs per image (torch.utils.flop_counter), the FLOP/s achieved and the MFU against the
 device's peak: dense bf16 from PEAK_FLOPS for a GPU, an fp32 estimate for the CPU (cores × clock ×
 FMA width), or what --peak-flops says. A summary table goes to stderr.
@@ -14,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import lightning as L
@@ -26,8 +31,10 @@ import torch
 from gdm.config import ModelConfig, TrainerConfig
 from gdm.data.module import CellDataModule
 from gdm.models import build_model, count_parameters
+from gdm.precision import current_precision
 from gdm.seeds import step_generator
-from gdm.training.lit_module import DenoiserModule
+from gdm.training.fit import deterministic_mode
+from gdm.training.lit_module import DenoiserModule, make_adam
 from gdm.training.loss import add_noise, denoising_loss
 from gdm.training.sigma import draw_sigma
 from launch.plan import network_cost
@@ -109,14 +116,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def plain_throughput(net, images, cfg: TrainerConfig, warmup: int, steps: int) -> float:
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    optimizer = make_adam(net.parameters(), cfg.lr, images.device)  # the DenoiserModule's optimizer
     for step in range(warmup):
         plain_step(net, optimizer, images, cfg, step).item()
     synchronize(images.device)
     start = time.perf_counter()
-    for step in range(warmup, warmup + steps):
-        loss = plain_step(net, optimizer, images, cfg, step)
-        loss.item()  # the Lightning step checks the loss for NaN every step: the same host sync
+    for step in range(warmup, warmup + steps):  # no per-step host sync, as in the Lightning step
+        plain_step(net, optimizer, images, cfg, step)
     synchronize(images.device)
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
@@ -179,35 +185,60 @@ def compare(name: str, model: ModelConfig, size: int, batch: int, warmup: int, s
             "lightning_tflops_per_s": lightning_flops["tflops_per_s"], "lightning_mfu": lightning_flops["mfu"]}
 
 
-def cuda_throughput(size: int, blocks: int, batch: int, warmup: int, steps: int, peak: float | None = None) -> dict:
-    """bf16-mixed + channels_last + torch.compile at batch 512 on the GPU, with MFU (peak: the table's)."""
+@contextmanager
+def torch_flags(deterministic: bool | str, benchmark: bool) -> Iterator[dict]:
+    """The process-wide flags Lightning's Trainer(deterministic=...) sets (its accelerator connector's
+    _set_torch_flags: deterministic algorithms, warn-only for "warn"; cudnn.benchmark; cuBLAS's deterministic
+    workspace), set for one row and restored after it; yields them as the row records them."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(bool(deterministic), warn_only=deterministic == "warn")
+    torch.backends.cudnn.benchmark = benchmark
+    if deterministic:  # read when cuBLAS makes its handle: the first row (fit_cell's flags) runs first
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    try:
+        yield {"deterministic": deterministic, "cudnn_benchmark": benchmark,
+               "conv_fp32_precision": current_precision().conv, "matmul_fp32_precision": current_precision().matmul}
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+
+
+# The GPU rows: fit_cell's flags (what a user's training gets), then every speed flag on (labelled as such)
+CUDA_ROWS = (("as fit_cell (deterministic='warn', cudnn.benchmark off)", deterministic_mode(on_cpu=False), False),
+             ("flags off (nondeterministic, cudnn.benchmark): not what fit_cell runs", False, True))
+
+
+def cuda_throughput(size: int, blocks: int, batch: int, warmup: int, steps: int, label: str,
+                    deterministic: bool | str, benchmark: bool, peak: float | None = None) -> dict:
+    """bf16-mixed + channels_last + torch.compile at batch 512 on the GPU under the given Lightning flags, with
+    MFU (peak: the table's)."""
     device = torch.device("cuda")
-    torch.manual_seed(0)
-    model = ModelConfig("bf_unet", 64, blocks)
-    net = build_model(model, size).to(device, memory_format=torch.channels_last)
-    net.compile()
-    cfg = TrainerConfig(batch_size=batch, precision="bf16-mixed")
-    rate = plain_throughput(net, images_for(size, 1024).to(device), cfg, warmup, steps)
+    with torch_flags(deterministic, benchmark) as flags:
+        torch.manual_seed(0)
+        model = ModelConfig("bf_unet", 64, blocks)
+        net = build_model(model, size).to(device, memory_format=torch.channels_last)
+        net.compile()
+        cfg = TrainerConfig(batch_size=batch, precision="bf16-mixed")
+        rate = plain_throughput(net, images_for(size, 1024).to(device), cfg, warmup, steps)
     name = torch.cuda.get_device_name()
     peak = peak or gpu_peak_flops(name)
     flops = int(network_cost(model, size).train_flops)
-    return {"device": name, "image_size": size, "blocks": blocks, "batch": batch, "images_per_s": round(rate, 1),
-            "flops_per_image_train": flops, "peak_tflops_per_s": round(peak / 1e12, 1) if peak else None,
-            **flops_report(flops, rate, peak)}
+    return {"label": label, "flags": flags, "device": name, "image_size": size, "blocks": blocks, "batch": batch,
+            "images_per_s": round(rate, 1), "flops_per_image_train": flops,
+            "peak_tflops_per_s": round(peak / 1e12, 1) if peak else None, **flops_report(flops, rate, peak)}
 
 
 def print_table(results: dict) -> None:
     """A short human summary on stderr (stdout stays one JSON object)."""
     rows = [(f"cpu {r['model']} b{r['batch']}", r["flops_per_image_train"], r["lightning_images_per_s"],
              r["lightning_tflops_per_s"], r["lightning_mfu"]) for r in results["cpu"]]
-    if "cuda" in results:
-        c = results["cuda"]
-        rows.append((f"{c['device']} b{c['batch']}", c["flops_per_image_train"], c["images_per_s"],
-                     c["tflops_per_s"], c["mfu"]))
-    print(f"{'run':<36} {'GFLOP/image':>11} {'images/s':>10} {'TFLOP/s':>9} {'MFU':>7}", file=sys.stderr)
+    rows += [(f"{c['device']} b{c['batch']} {c['label'].split(' (')[0]}", c["flops_per_image_train"],
+              c["images_per_s"], c["tflops_per_s"], c["mfu"]) for c in results.get("cuda", [])]
+    print(f"{'run':<52} {'GFLOP/image':>11} {'images/s':>10} {'TFLOP/s':>9} {'MFU':>7}", file=sys.stderr)
     for run, flops, rate, tflops, mfu in rows:
         mfu_text = f"{mfu:.2%}" if mfu is not None else "n/a"
-        print(f"{run:<36} {flops / 1e9:>11.3f} {rate:>10.1f} {tflops:>9.4f} {mfu_text:>7}", file=sys.stderr)
+        print(f"{run:<52} {flops / 1e9:>11.3f} {rate:>10.1f} {tflops:>9.4f} {mfu_text:>7}", file=sys.stderr)
 
 
 def main() -> None:
@@ -228,7 +259,8 @@ def main() -> None:
                        compare("bf_unet 32px 2 blocks", ModelConfig("bf_unet", 16, 2), 32, 32, warmup, 3 * steps,
                                peak=cpu_peak)]}
     if torch.cuda.is_available():
-        results["cuda"] = cuda_throughput(80, 3, 512, 5, 10 if args.quick else 30, peak=peaks.get("cuda"))
+        results["cuda"] = [cuda_throughput(80, 3, 512, 5, 10 if args.quick else 30, label, deterministic, benchmark,
+                                           peak=peaks.get("cuda")) for label, deterministic, benchmark in CUDA_ROWS]
     print_table(results)
     print(json.dumps(results, indent=2))
 

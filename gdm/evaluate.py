@@ -2,7 +2,8 @@
 memorization, denoising PSNR curves and (optionally) Jacobian geometry; the controls that tell
 generalization from memorization and from shared underfitting (cross-seed baseline, novelty reference,
 Gaussian reference, sample realism) and the pair's verdict (gdm.analysis.controls); files, figures and
-a W&B run.
+a W&B run. Every number computed from the models (samples, PSNR curves, Jacobians) is computed in true fp32,
+not TF32 (gdm.precision), and results.json's "precision" records the arithmetic.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gdm.cells import EvalPair, Files, data_dir, pair_settings
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
 from gdm.pair_records import Agreement, PairEvaluation, Realism
+from gdm.precision import current_precision, true_fp32
 from gdm.sample import SampleResult, sample
 
 Device = torch.device | str  # where models and tensors run ("cpu", "cuda", …)
@@ -51,10 +53,12 @@ def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) 
     lifecycle.write_settings(directory, pair_settings(cfg, pair.cells))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_pair(cfg, pair, device)
-    samples = {s: _sample(cfg, data.denoisers[s], data.test.shape[1:], device, progress) for s in data.denoisers}
-    results, evaluation = summarize(cfg, pair, data, samples, device)
-    if cfg.eval.jacobian.enabled:
-        results["jacobian"] = geometry_of(cfg, data, directory)
+    with true_fp32():  # the paper's numbers in IEEE fp32 whatever this process allows (TF32 would cost 1e-3)
+        samples = {s: _sample(cfg, data.denoisers[s], data.test.shape[1:], device, progress) for s in data.denoisers}
+        results, evaluation = summarize(cfg, pair, data, samples, device)
+        if cfg.eval.jacobian.enabled:
+            results["jacobian"] = geometry_of(cfg, data, directory)
+        results["precision"] = current_precision(model_dtype(data)).record()
     check_cells_unchanged(cfg, pair)
     figures = write_outputs(cfg, pair, results, evaluation, samples, data)
     lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES), flags=status_flags(results))
@@ -84,6 +88,11 @@ def load_pair(cfg: ExperimentConfig, pair: EvalPair, device: Device) -> PairData
     train = {c.split: load_split(folder, c.split, pair.n) for c in pair.cells}
     test = load_split(folder, "test")
     return PairData(denoisers, train, test, folder, cfg.datasets[pair.dataset].family)
+
+
+def model_dtype(data: PairData) -> torch.dtype:
+    """The dtype the pair's models compute in (both are loaded alike from model.pt)."""
+    return next(next(iter(data.denoisers.values())).parameters()).dtype
 
 
 def _sample(

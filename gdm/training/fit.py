@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -63,6 +63,13 @@ def build_cell_module(cfg: ExperimentConfig, cell: Cell) -> tuple[DenoiserModule
     return module, data
 
 
+def deterministic_mode(on_cpu: bool) -> bool | Literal["warn"]:
+    """Lightning's `deterministic` for training: True on the CPU; "warn" on a GPU, where some kernels have no
+    deterministic version. Either way Lightning makes cuDNN pick deterministic convolution algorithms only and
+    turns cudnn.benchmark off (process-wide); benchmarks/bench_train.py measures the GPU with the same flags."""
+    return True if on_cpu else "warn"
+
+
 def make_trainer(cfg: ExperimentConfig, cell: Cell, *, progress: bool, plugins: Sequence[Any] | None,
                  callbacks: Sequence[Callback], logger: Any) -> L.Trainer:
     t = cfg.trainer
@@ -82,7 +89,7 @@ def make_trainer(cfg: ExperimentConfig, cell: Cell, *, progress: bool, plugins: 
         callbacks=[checkpoint, StatusCallback(cell.directory(cfg), t.checkpoint_every), *callbacks],
         plugins=[*(plugins or []), AtomicCheckpointIO()], log_every_n_steps=t.log_every,
         limit_val_batches=0, num_sanity_val_steps=0, sync_batchnorm=False, use_distributed_sampler=False,
-        deterministic=True if on_cpu else "warn",  # some CUDA kernels have no deterministic version
+        deterministic=deterministic_mode(on_cpu),
         default_root_dir=cell.directory(cfg))
 
 

@@ -4,6 +4,10 @@ Each step draws (on the device, from a generator seeded by (cell, step, rank)) t
 σ per image and the noise, so the step's randomness is a function of the step alone: a run resumed
 from last.ckpt reproduces the uninterrupted one. Loss: mean ‖net(y) - σz‖² (gdm.training.loss).
 Adam with the learning rate halved every `lr_halve_every` steps (torch's StepLR); optional EMA of the weights.
+
+No step waits for the device (docs/CONTRACTS.md, The training step): the loss's finiteness is recorded on the
+device each step and read on the host only at the steps that log, validate, write last.ckpt or end training;
+the loss is read there too. Validation PSNR runs in true fp32 (gdm.precision), as evaluation does.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from torch import nn
 
 from gdm.analysis.psnr import psnr_curve
 from gdm.config import TrainerConfig
+from gdm.precision import true_fp32
 from gdm.seeds import step_generator
 from gdm.training.denoiser import BlindDenoiser
 from gdm.training.ema import make_ema, update_ema
-from gdm.training.loss import add_noise, check_finite, denoising_loss
+from gdm.training.loss import NO_STEP, add_noise, check_first_non_finite, denoising_loss, first_non_finite
 from gdm.training.records import append_record, trim_records
 from gdm.training.sigma import draw_sigma
 
@@ -31,6 +36,12 @@ def halving(halve_every: int) -> dict[str, int | float]:
     epochs); halve_every 0: constant. Halving is exact in binary floating point, so StepLR's running
     product equals this closed form bit for bit."""
     return {"step_size": halve_every, "gamma": 0.5} if halve_every > 0 else {"step_size": 1, "gamma": 1.0}
+
+
+def make_adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam; fused into one kernel per step on CUDA. The CPU keeps torch's default implementation, so CPU
+    trajectories stay bit-identical to earlier releases (and to a resume of their checkpoints)."""
+    return torch.optim.Adam(params, lr=lr, fused=True) if device.type == "cuda" else torch.optim.Adam(params, lr=lr)
 
 
 class DenoiserModule(L.LightningModule):
@@ -62,6 +73,8 @@ class DenoiserModule(L.LightningModule):
         self.metrics_path = metrics_path
         self.images, self.val_batches = images, dict(val_batches or {})
         self.last_loss: torch.Tensor | None = None
+        self.first_non_finite: torch.Tensor | None = None  # on the device: first step with a NaN/inf loss
+        self.checked_to = 0  # steps before this one have had their losses' finiteness read on the host
 
     @property
     def eval_net(self) -> nn.Module:
@@ -69,7 +82,7 @@ class DenoiserModule(L.LightningModule):
         return self.ema if self.ema is not None else self.net
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
+        optimizer = make_adam(self.net.parameters(), self.cfg.lr, self.device)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, **halving(self.cfg.lr_halve_every))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -85,6 +98,8 @@ class DenoiserModule(L.LightningModule):
         if self.metrics_path is not None and self.global_rank == 0:
             trim_records(self.metrics_path, self.global_step)  # records past the resumed checkpoint
         self.apply_configured_lr()
+        self.first_non_finite = torch.tensor(NO_STEP, device=self.device)
+        self.checked_to = self.global_step
 
     def apply_configured_lr(self) -> None:
         """The config's lr and halving period win over a resumed checkpoint's (StepLR's state holds both):
@@ -109,16 +124,24 @@ class DenoiserModule(L.LightningModule):
         sigma = draw_sigma(self.cfg.sigma_law, clean.shape[0], self.cfg.sigma_min, self.cfg.sigma_max, generator)
         noisy, noise = add_noise(clean, sigma, generator)
         loss = denoising_loss(self.net, noisy, noise)
-        check_finite(loss, self.global_step, self.ranks_non_finite(loss))
+        self.first_non_finite = first_non_finite(self.first_non_finite, loss, self.global_step)
         self.last_loss = loss.detach()
-        self.log("train/loss", self.last_loss, prog_bar=True, logger=False)
         return loss
 
-    def ranks_non_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        """How many ranks hold a non-finite loss this step (summed over the process group), so that all
-        ranks stop together; one rank alone reads its own loss."""
-        flag = (~torch.isfinite(loss.detach())).float()
-        return self.trainer.strategy.reduce(flag, reduce_op="sum") if self.trainer.world_size > 1 else flag
+    def check_due(self, steps_done: int) -> bool:
+        """Whether the losses' finiteness is read after `steps_done` steps: every trainer.log_every steps,
+        before each last.ckpt (trainer.checkpoint_every) and validation (trainer.val_every), and at the end."""
+        periods = (self.cfg.log_every, self.cfg.checkpoint_every, self.cfg.val_every)
+        return 0 < self.trainer.max_steps <= steps_done or any(p and steps_done % p == 0 for p in periods)
+
+    def check_losses(self, steps_done: int) -> None:
+        """NonFiniteLossError if any rank's loss was non-finite since the last check. The records are gathered
+        over the process group, so every rank raises at the same check (a NaN on one rank has reached every
+        rank's weights through the gradient all-reduce by then); one host-device sync."""
+        if self.first_non_finite is None or steps_done <= self.checked_to:
+            return
+        check_first_non_finite(self.all_gather(self.first_non_finite), range(self.checked_to, steps_done))
+        self.checked_to = steps_done
 
     def draw_batch(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Resident images: B indices drawn with replacement; streaming: the loader's batch."""
@@ -132,14 +155,19 @@ class DenoiserModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             update_ema(self.ema, self.net, self.cfg.ema_decay)
+        steps_done = self.global_step + 1  # Lightning counts this step once the hook returns
+        if self.check_due(steps_done):  # before the callbacks' on_train_batch_end, where last.ckpt is written
+            self.check_losses(steps_done)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step  # optimisation steps done
         if self.global_rank != 0:
             return
         if step % self.cfg.log_every == 0 and self.last_loss is not None:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.record({"train/loss": self.last_loss.item(), "lr": lr}, step)
+            lr, loss = self.trainer.optimizers[0].param_groups[0]["lr"], self.last_loss.item()
+            self.record({"train/loss": loss, "lr": lr}, step)
+            if self.trainer.progress_bar_callback is not None:  # a host tensor: the bar reads it without a sync
+                self.log("train/loss", torch.tensor(loss), prog_bar=True, logger=False, rank_zero_only=True)
         final = step >= self.trainer.max_steps
         if final or (self.cfg.val_every and step % self.cfg.val_every == 0):
             self.record(self.validation_psnr(), step)
@@ -147,10 +175,11 @@ class DenoiserModule(L.LightningModule):
     @torch.no_grad()
     def validation_psnr(self) -> dict[str, float]:
         """val/psnr_<train|test>_sigma<σ> of the evaluated weights on the fixed batches (rank 0 only):
-        gdm.analysis.psnr's curve on evaluation's noise draws, in eval mode and fp32."""
+        gdm.analysis.psnr's curve on evaluation's noise draws, in eval mode and true fp32 (no TF32), as the
+        pair's evaluation computes it."""
         metrics, was_training = {}, self.eval_net.training
         self.eval_net.eval()
-        with torch.autocast(self.device.type, enabled=False):
+        with torch.autocast(self.device.type, enabled=False), true_fp32():
             for name, images in self.val_batches.items():
                 curve = psnr_curve(BlindDenoiser(self.eval_net), images, self.psnr_sigmas, seed=self.psnr_seed,
                                    batch_size=self.psnr_batch, device=self.device)
@@ -166,7 +195,9 @@ class DenoiserModule(L.LightningModule):
             append_record(self.metrics_path, {"step": step, **metrics})
 
     def on_train_end(self) -> None:
-        """Give every rank rank 0's buffers (BF-BN running σ is per rank after the last step)."""
+        """Check the losses not checked yet; give every rank rank 0's buffers (BF-BN running σ is per rank
+        after the last step)."""
+        self.check_losses(self.global_step)
         if dist.is_available() and dist.is_initialized():
             for buffer in self.buffers():
                 dist.broadcast(buffer, src=0)

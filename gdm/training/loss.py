@@ -26,15 +26,35 @@ def denoising_loss(net: nn.Module, y: torch.Tensor, noise: torch.Tensor) -> torc
     return (net(y).float() - noise.float()).square().mean()
 
 
-def check_finite(loss: torch.Tensor, step: int, ranks_non_finite: torch.Tensor | None = None) -> None:
-    """NonFiniteLossError when this rank's loss, or (under DDP) any rank's, is NaN or ±inf.
+NO_STEP = torch.iinfo(torch.int64).max  # "no non-finite loss yet", in a device-side first-step record
 
-    `ranks_non_finite` is the count of ranks with a non-finite loss, all-reduced by the caller: every rank
-    then raises at the same step, instead of one raising while the others wait for it in the backward's
-    gradient all-reduce until the collective timeout (which would be recorded instead of the NaN)."""
-    bad = ranks_non_finite if ranks_non_finite is not None else (~torch.isfinite(loss)).sum()
-    if bad:
-        raise NonFiniteLossError(
-            f"training loss is non-finite on {int(bad)} rank(s) at step {step} (this rank's: {loss.item()}); the "
-            "cell stops and keeps its last good last.ckpt. "
-            "Lower trainer.lr, use trainer.precision=32-true, or check the data for NaN pixels")
+
+def first_non_finite(first: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """min(first, step) if `loss` is NaN or ±inf, else `first`: the first step with a non-finite loss so far.
+
+    Computed where the loss lives, so recording it never makes the host wait for the device (no host-device
+    sync); `check_first_non_finite` reads it every few steps."""
+    return torch.where(torch.isfinite(loss.detach()), first, first.clamp(max=step))
+
+
+def check_first_non_finite(first_by_rank: torch.Tensor, steps: range) -> None:
+    """NonFiniteLossError when a rank recorded a non-finite loss during `steps` (one host-device sync).
+
+    `first_by_rank`: each rank's `first_non_finite` record, gathered over the process group by the caller, so
+    every rank raises at the same check and none waits for a failed one in a collective until its timeout
+    (which would then be recorded instead of the NaN)."""
+    firsts = first_by_rank.reshape(-1).tolist()
+    first = min(firsts)
+    if first == NO_STEP:
+        return
+    where = f"checked after step {steps.stop - 1}, covering steps {steps.start}–{steps.stop - 1}"
+    raise NonFiniteLossError(
+        f"training loss is non-finite on {firsts.count(first)} rank(s) at step {first} ({where}); the cell stops "
+        "and keeps its last good last.ckpt. "
+        "Lower trainer.lr, use trainer.precision=32-true, or check the data for NaN pixels")
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    """NonFiniteLossError now if `loss` (of step `step`, one process) is NaN or ±inf: a host-device sync."""
+    record = first_non_finite(torch.tensor(NO_STEP, device=loss.device), loss, step)
+    check_first_non_finite(record, range(step, step + 1))
