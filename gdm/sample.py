@@ -121,14 +121,14 @@ def _chunks(total: int, size: int, progress: bool):
 
 @dataclass
 class _Batch:
-    """The state of K samples on the device; `rows` are those still held (stopped ones are dropped at checks)."""
+    """The samples still held on the device, one row each; `rows` are their positions among the K of the call."""
 
-    y: torch.Tensor  # [K, C, H, W] current y_t
-    steps: torch.Tensor  # [K] long: last step that updated the sample
-    diverged: torch.Tensor  # [K] bool
-    sigma: torch.Tensor  # [K] last measured σ_t
-    live: torch.Tensor  # [K] bool: still to be measured and updated
-    rows: torch.Tensor  # [W] long: positions held in the batch (live ⊆ rows)
+    y: torch.Tensor  # [W, C, H, W] current y_t
+    steps: torch.Tensor  # [W] long: last step that updated the sample
+    diverged: torch.Tensor  # [W] bool
+    sigma: torch.Tensor  # [W] last measured σ_t
+    live: torch.Tensor  # [W] bool: still to be measured and updated
+    rows: torch.Tensor  # [W] long: positions among the K samples of the call
 
     @classmethod
     def start(cls, y0: torch.Tensor) -> _Batch:
@@ -137,11 +137,18 @@ class _Batch:
                    torch.full((k,), float("inf"), device=device), torch.ones(k, dtype=torch.bool, device=device),
                    torch.arange(k, device=device))
 
-    def compact(self, noise: SeedNoise) -> bool:
-        """Drop stopped rows (one host sync); False once none is live."""
-        held = self.live[self.rows]
+    def store(self, out: _Batch, held: torch.Tensor | slice = slice(None)) -> None:
+        """Write rows `held` into `out` (the K-row result) at their positions."""
+        for name in ("y", "steps", "diverged", "sigma"):
+            getattr(out, name)[self.rows[held]] = getattr(self, name)[held]
+
+    def compact(self, out: _Batch, noise: SeedNoise) -> bool:
+        """Store the stopped rows in `out` and drop them (one host sync); False once none is live."""
+        held = self.live
+        self.store(out, ~held)
         positions = held.nonzero().flatten().tolist()
-        self.rows = self.rows[held]
+        for name in ("y", "steps", "diverged", "sigma", "live", "rows"):
+            setattr(self, name, getattr(self, name)[held])
         noise.keep(positions)
         return bool(positions)
 
@@ -149,29 +156,30 @@ class _Batch:
 def _sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device, sync_every: int):
     noise = SeedNoise(seeds, shape, device)
     b = _Batch.start(cfg.mean + cfg.sigma_0 * noise.draw())  # draw 0: y_0
+    out = _Batch.start(b.y.clone())
     # t = max_steps + 1 only measures: the last update's y is checked like every earlier one.
     for t in range(1, cfg.max_steps + 2):
-        y, live = b.y[b.rows], b.live[b.rows]
-        d = denoiser(y) - y  # step 1: the residual, ∝ σ² ∇ log p
+        d = denoiser(b.y) - b.y  # step 1: the residual, ∝ σ² ∇ log p
         s = d.flatten(1).pow(2).mean(1).sqrt()  # step 2: σ_t² = ‖d_t‖² / D
-        b.sigma[b.rows] = torch.where(live, s, b.sigma[b.rows])
-        bad = ~torch.isfinite(s) | (s > cfg.diverge_sigma) | ~_finite(y)
-        b.diverged[b.rows] |= live & bad
+        b.sigma = torch.where(b.live, s, b.sigma)
+        bad = ~torch.isfinite(s) | (s > cfg.diverge_sigma) | ~_finite(b.y)
+        b.diverged |= b.live & bad
         if t > cfg.max_steps:
             break
         above = s > cfg.sigma_end
-        go = live & ~bad & (above | cfg.authors_loop)  # samples updated at this step
+        go = b.live & ~bad & (above | cfg.authors_loop)  # samples updated at this step
         h = step_size(cfg, t)
         z = noise.draw()  # draw t of every held seed is its z_t, used or not
-        moved = y + h * d + (noise_scale(cfg, h) * s).view(-1, 1, 1, 1) * z  # steps 3–4
-        b.y[b.rows] = torch.where(go.view(-1, 1, 1, 1), moved, y)
-        b.steps[b.rows] = torch.where(go, t, b.steps[b.rows])
-        b.live[b.rows] = go & above  # under authors_loop, a sample below σ_∞ has just made its last update
-        if t % sync_every == 0 and not b.compact(noise):
+        moved = b.y + h * d + (noise_scale(cfg, h) * s).view(-1, 1, 1, 1) * z  # steps 3–4
+        b.y = torch.where(go.view(-1, 1, 1, 1), moved, b.y)
+        b.steps = torch.where(go, t, b.steps)
+        b.live = go & above  # under authors_loop, a sample below σ_∞ has just made its last update
+        if t % sync_every == 0 and not b.compact(out, noise):
             break
-    images = _finish(denoiser, b.y, cfg, b.diverged).cpu()
-    diverged = b.diverged.cpu() | ~_finite(images)  # the final denoise may overflow too
-    return images, b.steps.cpu(), diverged, b.sigma.cpu()
+    b.store(out)
+    images = _finish(denoiser, out.y, cfg, out.diverged).cpu()
+    diverged = out.diverged.cpu() | ~_finite(images)  # the final denoise may overflow too
+    return images, out.steps.cpu(), diverged, out.sigma.cpu()
 
 
 def _finite(y: torch.Tensor) -> torch.Tensor:
