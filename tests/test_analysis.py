@@ -85,6 +85,37 @@ def test_nearest_equals_numpy_brute_force_in_every_chunk(measure, chunk):
     assert torch.equal(train[index[:4]], samples[:4])  # the index selects training images
 
 
+def _near_ties(k=12, copies=8, others=200, size=32, seed=0):
+    """Samples and a training set holding, per sample, `copies` near-copies at similarities 1 − O(10⁻⁹):
+    closer together than float32 (2⁻²⁴ ≈ 6·10⁻⁸) can tell apart, at scattered positions."""
+    g = torch.Generator().manual_seed(seed)
+    samples = torch.rand(k, 1, size, size, generator=g)
+    spread = torch.linspace(1, 1.5, copies).repeat(k).view(-1, 1, 1, 1)
+    near = samples.repeat_interleave(copies, 0) + 1e-5 * spread * torch.rand(k * copies, 1, size, size, generator=g)
+    train = torch.cat([torch.rand(others, 1, size, size, generator=g), near])
+    return samples, train[torch.randperm(len(train), generator=g)]
+
+
+@pytest.mark.parametrize("measure", ["cosine", "correlation", "l2"])
+def test_nearest_picks_the_float64_best_among_near_ties_that_float32_cannot_order(measure):
+    samples, train = _near_ties()
+    brute = _numpy_similarity(measure, samples, train)
+    values, index = nearest(samples, train, measure, chunk=64)
+    np.testing.assert_array_equal(index.numpy(), brute.argmax(1))
+    np.testing.assert_allclose(values.numpy(), brute.max(1), rtol=1e-10, atol=1e-12)
+    assert values.dtype == torch.float64
+    # the float32 screen alone (one candidate, no float64 choice among several) gets most of them wrong
+    screened = nearest(samples, train, measure, chunk=64, candidates=1)[1]
+    assert (screened.numpy() != brute.argmax(1)).sum() >= len(samples) // 2
+
+
+def test_nearest_of_no_samples_and_unknown_measure():
+    values, index = nearest(torch.zeros(0, 1, 4, 4), _images(5, size=4), "correlation")
+    assert values.shape == index.shape == (0,)
+    with pytest.raises(KeyError, match="similarity 'dot' is not one of cosine, correlation, l2"):
+        nearest(_images(2, size=4), _images(5, size=4), "dot")
+
+
 def test_psnr_known_pairs():
     clean = torch.full((2, 1, 4, 4), 0.5)
     assert psnr.image_psnr(clean + 0.1, clean).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
