@@ -72,8 +72,6 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "SeedNoise applies int() to each seed itself; any Sequence[int] gives the same samples without it",
     ("gdm/sample.py", "zip(*parts, strict=False)", "zip(*parts, strict=True)"):
         "every batch returns the same four tensors: " + SAME_LENGTHS,
-    ("gdm/analysis/similarity.py", "zip(a, b, strict=False)", "zip(a, b, strict=True)"):
-        "paired() is given the A and B samples of the same seeds: " + SAME_LENGTHS,
     ("gdm/analysis/psnr.py", "strict=False)", "strict=True)"):
         "the train and test curves are computed at the same σ list: " + SAME_LENGTHS,
     ("gdm/analysis/jacobian.py", "basis = torch.zeros(stop - start, y.numel(), dtype=y.dtype",

@@ -30,7 +30,8 @@ def nearest(samples: torch.Tensor, train: torch.Tensor, similarity: str = "corre
     if similarity not in SIMILARITIES:
         raise KeyError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
     if len(train) == 0:
-        return torch.full((len(samples),), -float("inf"), dtype=torch.float64), torch.zeros(len(samples), dtype=torch.long)
+        none = torch.full((len(samples),), -float("inf"), dtype=torch.float64)
+        return none, torch.zeros(len(samples), dtype=torch.long)
     queries = samples.to(device)
     origin = queries.flatten(1).double().mean(0)
     q = ranking_features(similarity, queries, origin, query=True)

@@ -66,10 +66,10 @@ class EmpiricalDenoiser(nn.Module):
         return self._exact_best(y.flatten(1).float(), self._screen(y.flatten(1).float()))
 
     def _screen(self, flat: torch.Tensor) -> torch.Tensor:
-        """float32 −‖y − x_i‖²/2σ² by the expansion about the queries' mean c: 2⟨y − c, x_i − c⟩ − ‖x_i − c‖² − ‖y − c‖²."""
+        """float32 −‖y − x_i‖²/2σ², expanded about the queries' mean c: 2⟨y − c, x_i − c⟩ − ‖x_i − c‖² − ‖y − c‖²."""
         origin = flat.mean(0)
-        centred = flat - origin
-        parts = [2 * centred @ (x - origin).T - (x - origin).pow(2).sum(1) for x in self._chunks(flat.device, flat.dtype)]
+        centred, chunks = flat - origin, self._chunks(flat.device, flat.dtype)
+        parts = [2 * centred @ (x - origin).T - (x - origin).pow(2).sum(1) for x in chunks]
         return (torch.cat(parts, dim=1) - centred.pow(2).sum(1, keepdim=True)) / (2 * self.sigma**2)
 
     def _exact_best(self, flat: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
