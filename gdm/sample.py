@@ -100,6 +100,8 @@ def sample(
     sync_every: steps between the host's "all stopped?" checks (None: 1 on the CPU, SYNC_EVERY elsewhere);
     results do not depend on it, only the number of masked rows the denoiser sees does.
     """
+    if sync_every is not None and sync_every < 1:
+        raise ValueError(f"sync_every is {sync_every}; it must be ≥ 1 (steps between host checks) or None")
     seeds = [int(s) for s in seeds]
     size = batch_size or len(seeds)
     every = sync_every or (1 if torch.device(device).type == "cpu" else SYNC_EVERY)

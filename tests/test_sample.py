@@ -211,6 +211,8 @@ def test_checking_for_stopped_samples_less_often_changes_nothing_but_the_rows(sy
     for field in ("images", "steps", "diverged", "final_sigma"):
         assert torch.equal(getattr(sparse, field), getattr(every_step, field)), field
     assert counter.rows > int((every_step.steps + 1).sum()) + 6
+    with pytest.raises(ValueError, match="sync_every is 0; it must be ≥ 1"):
+        sample(counter, range(2), (1, 8, 8), cfg, sync_every=0)
 
 
 def test_progress_bar_only_when_asked(capsys):
