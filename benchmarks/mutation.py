@@ -68,14 +68,10 @@ ASCII_ONLY = "json.dumps escapes every non-ASCII character (ensure_ascii), so th
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("gdm/sample.py", "range(1, cfg.max_steps + 2)", "range(1, cfg.max_steps + 3)"):
         "the loop always breaks at t = max_steps + 1 (`t > cfg.max_steps`), so its end is never reached",
-    ("gdm/seeds.py", "generate_state(1,", "generate_state(2,"):
-        "SeedSequence.generate_state(n)[0] is the same word for every n: the key does not change",
     ("gdm/sample.py", "seeds = [int(s) for s in seeds]", "pass"):
-        "noise() applies int() to each seed itself; any Sequence[int] gives the same samples without it",
+        "SeedNoise applies int() to each seed itself; any Sequence[int] gives the same samples without it",
     ("gdm/sample.py", "zip(*parts, strict=False)", "zip(*parts, strict=True)"):
         "every batch returns the same four tensors: " + SAME_LENGTHS,
-    ("gdm/analysis/similarity.py", "zip(a, b, strict=False)", "zip(a, b, strict=True)"):
-        "paired() is given the A and B samples of the same seeds: " + SAME_LENGTHS,
     ("gdm/analysis/psnr.py", "strict=False)", "strict=True)"):
         "the train and test curves are computed at the same σ list: " + SAME_LENGTHS,
     ("gdm/analysis/jacobian.py", "basis = torch.zeros(stop - start, y.numel(), dtype=y.dtype",

@@ -232,8 +232,9 @@ def geometry_of(cfg: ExperimentConfig, data: PairData, directory: Path) -> dict:
 def _geometry(cfg: ExperimentConfig, split: str, y: torch.Tensor, sigma: float, data: PairData, index: int) -> dict:
     denoiser, jc = data.denoisers[split], cfg.eval.jacobian
     device = next(denoiser.parameters()).device
-    J = jacobian.jacobian(denoiser, y.to(device), chunk=jc.chunk).cpu()
-    g = jacobian.geometry(J, keep=jc.num_eigenvectors)
+    J = jacobian.jacobian(denoiser, y.to(device), chunk=jc.chunk)
+    g = jacobian.geometry(J, keep=jc.num_eigenvectors)  # eigh on J's device
+    J = J.cpu()
     with torch.no_grad():
         fy = denoiser(y[None].to(device))[0].cpu().reshape(-1)
     record = {"trace": g.trace, "asymmetry": g.asymmetry, "eigenvalues": g.eigenvalues.tolist(),

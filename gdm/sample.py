@@ -7,9 +7,21 @@ the effective noise σ_t² = ‖d_t‖²/D is read off the residual itself, so t
 
 until σ_t ≤ σ_∞. With `authors_loop` (as in the authors' algorithm_inv_prob.py) h_t follows the
 increasing schedule and the update of the step whose σ_t fell below σ_∞ is still made before stopping
-(the y it gives is not measured again; only the final denoise checks it is finite). The randomness of
-sample i (its start y_0 and every z_t) is a function of (seed_i, t) only (gdm.seeds.noise_key), so A and B
-models driven by the same seeds see the same noise whatever the batch, order or rank.
+(the y it gives is not measured again; only the final denoise checks it is finite).
+
+Randomness (gdm.seeds): sample i owns one generator, created on the sampling device and seeded with
+noise_key(seed_i), for the whole run (as NVlabs/edm's StackedRandomGenerator). Its draw 0 is y_0's noise
+and its draw t is z_t, whether or not the sample is still moving, so a sample is a function of its seed
+only, never of the batch, its order or the rank, and A and B models driven by the same seeds share the
+noise. Two consequences, stated plainly: these samples differ from those of gdm before this scheme (one
+CPU generator per (seed, step), keyed by SeedSequence([seed, step])): same distribution
+(tests/test_sample.py compares the two), different values; and a CUDA generator (Philox) draws other
+numbers than a CPU one (Mersenne Twister) for the same key, so a seed's sample depends on the device
+type it is sampled on (the A and B models of a pair are always sampled on the same one).
+
+Host synchronisation: σ_t, γ_t, the stop and divergence masks live on the device; h_t is a Python float
+of t. The host reads the device only every `sync_every` steps, to ask "has every sample stopped?" and to
+drop stopped samples from the batch (between checks they ride along unchanged under a mask).
 """
 
 from __future__ import annotations
@@ -24,6 +36,11 @@ from torch import nn
 from gdm.config import SamplerConfig
 from gdm.seeds import noise_key
 
+# Steps between host checks on an accelerator. A check drains the launch queue (the GPU idles while the
+# host launches the next step); skipping it costs stopped samples at most SYNC_EVERY − 1 extra masked
+# denoiser rows each, small against the 10²–10³ steps a sample takes. On the CPU a check is free: 1.
+SYNC_EVERY = 8
+
 
 @dataclass
 class SampleResult:
@@ -33,13 +50,25 @@ class SampleResult:
     final_sigma: torch.Tensor  # [K] effective noise σ_t when the sample stopped (of the last y at the step cap)
 
 
-def noise(seed: int, step: int, shape: Sequence[int]) -> torch.Tensor:
-    """z for (seed, step): a generator keyed by both, so it never depends on the batch."""
-    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(noise_key(seed, step)))
+class SeedNoise:
+    """N(0, I) draws of shape `shape`, one generator per seed on `device` (StackedRandomGenerator).
 
+    Draw k of seed s is the k-th draw of torch.Generator(device).manual_seed(noise_key(s)): a function of
+    (s, k, device type) only. Each seed's generator is its own, so dropping a seed (`keep`) or drawing
+    for another changes nothing that a seed draws.
+    """
 
-def noise_batch(seeds: Sequence[int], step: int, shape: Sequence[int], device) -> torch.Tensor:
-    return torch.stack([noise(s, step, shape) for s in seeds]).to(device)
+    def __init__(self, seeds: Sequence[int], shape: Sequence[int], device="cpu"):
+        self.shape, self.device = tuple(shape), torch.device(device)
+        self.generators = [torch.Generator(self.device).manual_seed(noise_key(int(s))) for s in seeds]
+
+    def draw(self) -> torch.Tensor:
+        """The next draw of every seed held, stacked in seed order: [len(generators), *shape] on `device`."""
+        return torch.stack([torch.randn(self.shape, generator=g, device=self.device) for g in self.generators])
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Hold only the generators at positions `rows` (samples that stopped draw no more)."""
+        self.generators = [self.generators[i] for i in rows]
 
 
 def step_size(cfg: SamplerConfig, t: int) -> float:
@@ -47,6 +76,11 @@ def step_size(cfg: SamplerConfig, t: int) -> float:
     if cfg.schedule == "increasing" or cfg.authors_loop:
         return cfg.h0 * t / (1 + cfg.h0 * (t - 1))
     return cfg.h0
+
+
+def noise_scale(cfg: SamplerConfig, h: float) -> float:
+    """γ_t / σ_t = √((1 − β h_t)² − (1 − h_t)²): the injected noise's share of the effective noise."""
+    return math.sqrt(max((1 - cfg.beta * h) ** 2 - (1 - h) ** 2, 0.0))
 
 
 @torch.no_grad()
@@ -59,12 +93,21 @@ def sample(
     *,
     batch_size: int | None = None,
     progress: bool = False,
+    sync_every: int | None = None,
 ) -> SampleResult:
-    """Samples for `seeds`, drawn `batch_size` at a time (results do not depend on the batching)."""
+    """Samples for `seeds`, drawn `batch_size` at a time (results do not depend on the batching).
+
+    sync_every: steps between the host's "all stopped?" checks (None: 1 on the CPU, SYNC_EVERY elsewhere);
+    results do not depend on it, only the number of masked rows the denoiser sees does.
+    """
+    if sync_every is not None and sync_every < 1:
+        raise ValueError(f"sync_every is {sync_every}; it must be ≥ 1 (steps between host checks) or None")
     seeds = [int(s) for s in seeds]
     size = batch_size or len(seeds)
+    every = sync_every or (1 if torch.device(device).type == "cpu" else SYNC_EVERY)
     parts = [
-        _sample_batch(denoiser, seeds[i : i + size], shape, cfg, device) for i in _chunks(len(seeds), size, progress)
+        _sample_batch(denoiser, seeds[i : i + size], shape, cfg, device, every)
+        for i in _chunks(len(seeds), size, progress)
     ]
     return SampleResult(*(torch.cat(tensors) for tensors in zip(*parts, strict=False)))
 
@@ -78,53 +121,79 @@ def _chunks(total: int, size: int, progress: bool):
     return starts
 
 
-def _sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device):
-    y = cfg.mean + cfg.sigma_0 * noise_batch(seeds, 0, shape, device)
-    k = len(seeds)
-    steps = torch.zeros(k, dtype=torch.long)
-    diverged = torch.zeros(k, dtype=torch.bool)
-    sigma = torch.full((k,), float("inf"))
-    active = torch.arange(k)
+@dataclass
+class _Batch:
+    """The samples still held on the device, one row each; `rows` are their positions among the K of the call."""
+
+    y: torch.Tensor  # [W, C, H, W] current y_t
+    steps: torch.Tensor  # [W] long: last step that updated the sample
+    diverged: torch.Tensor  # [W] bool
+    sigma: torch.Tensor  # [W] last measured σ_t
+    live: torch.Tensor  # [W] bool: still to be measured and updated
+    rows: torch.Tensor  # [W] long: positions among the K samples of the call
+
+    @classmethod
+    def start(cls, y0: torch.Tensor) -> _Batch:
+        k, device = len(y0), y0.device
+        return cls(y0, torch.zeros(k, dtype=torch.long, device=device), torch.zeros(k, dtype=torch.bool, device=device),
+                   torch.full((k,), float("inf"), device=device), torch.ones(k, dtype=torch.bool, device=device),
+                   torch.arange(k, device=device))
+
+    def store(self, out: _Batch, held: torch.Tensor | slice = slice(None)) -> None:
+        """Write rows `held` into `out` (the K-row result) at their positions."""
+        for name in ("y", "steps", "diverged", "sigma"):
+            getattr(out, name)[self.rows[held]] = getattr(self, name)[held]
+
+    def compact(self, out: _Batch, noise: SeedNoise) -> bool:
+        """Store the stopped rows in `out` and drop them (one host sync); False once none is live."""
+        held = self.live
+        self.store(out, ~held)
+        positions = held.nonzero().flatten().tolist()
+        for name in ("y", "steps", "diverged", "sigma", "live", "rows"):
+            setattr(self, name, getattr(self, name)[held])
+        noise.keep(positions)
+        return bool(positions)
+
+
+def _sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device, sync_every: int):
+    noise = SeedNoise(seeds, shape, device)
+    b = _Batch.start(cfg.mean + cfg.sigma_0 * noise.draw())  # draw 0: y_0
+    out = _Batch.start(b.y.clone())
     # t = max_steps + 1 only measures: the last update's y is checked like every earlier one.
     for t in range(1, cfg.max_steps + 2):
-        d = denoiser(y[active]) - y[active]  # step 1: the residual, ∝ σ² ∇ log p
-        s = d.flatten(1).pow(2).mean(1).sqrt().cpu()  # step 2: σ_t² = ‖d_t‖² / D
-        sigma[active] = s
-        bad = _diverging(y[active], s, cfg)
-        diverged[active[bad]] = True
+        d = denoiser(b.y) - b.y  # step 1: the residual, ∝ σ² ∇ log p
+        s = d.flatten(1).pow(2).mean(1).sqrt()  # step 2: σ_t² = ‖d_t‖² / D
+        b.sigma = torch.where(b.live, s, b.sigma)
+        bad = ~torch.isfinite(s) | (s > cfg.diverge_sigma) | ~_finite(b.y)
+        b.diverged |= b.live & bad
+        if t > cfg.max_steps:
+            break
         above = s > cfg.sigma_end
-        go = ~bad & (above | cfg.authors_loop)  # samples updated at this step
-        if t > cfg.max_steps or not go.any():
-            break
-        idx, d, s, above = active[go], d[go.to(d.device)], s[go], above[go]
+        go = b.live & ~bad & (above | cfg.authors_loop)  # samples updated at this step
         h = step_size(cfg, t)
-        gamma = math.sqrt(max((1 - cfg.beta * h) ** 2 - (1 - h) ** 2, 0.0)) * s  # step 3: injected noise
-        z = noise_batch([seeds[i] for i in idx.tolist()], t, shape, device)
-        y[idx] = y[idx] + h * d + gamma.to(device).view(-1, 1, 1, 1) * z  # step 4
-        steps[idx] = t
-        active = idx[above]  # under authors_loop, a sample below σ_∞ has just made its last update
-        if not len(active):
+        z = noise.draw()  # draw t of every held seed is its z_t, used or not
+        moved = b.y + h * d + (noise_scale(cfg, h) * s).view(-1, 1, 1, 1) * z  # steps 3–4
+        b.y = torch.where(go.view(-1, 1, 1, 1), moved, b.y)
+        b.steps = torch.where(go, t, b.steps)
+        b.live = go & above  # under authors_loop, a sample below σ_∞ has just made its last update
+        if t % sync_every == 0 and not b.compact(out, noise):
             break
-    images = _finish(denoiser, y, cfg, diverged)
-    diverged |= ~_finite(images)  # the final denoise may overflow too
-    return images, steps, diverged, sigma
+    b.store(out)
+    images = _finish(denoiser, out.y, cfg, out.diverged).cpu()
+    diverged = out.diverged.cpu() | ~_finite(images)  # the final denoise may overflow too
+    return images, out.steps.cpu(), diverged, out.sigma.cpu()
 
 
 def _finite(y: torch.Tensor) -> torch.Tensor:
-    """[K] bool on the CPU: every value of sample i is finite."""
-    return torch.isfinite(y).flatten(1).all(1).cpu()
-
-
-def _diverging(y: torch.Tensor, sigma: torch.Tensor, cfg: SamplerConfig) -> torch.Tensor:
-    """[K] bool: σ_t is not finite or exceeds the bound, or y_{t−1} itself is not finite."""
-    return ~torch.isfinite(sigma) | (sigma > cfg.diverge_sigma) | ~_finite(y)
+    """[K] bool, on y's device: every value of sample i is finite."""
+    return torch.isfinite(y).flatten(1).all(1)
 
 
 def _finish(denoiser, y, cfg: SamplerConfig, diverged):
     """The optional final denoise x = f(y) (diverged samples are left as they are)."""
     if not cfg.final_denoise:
-        return y.cpu()
-    keep = ~diverged.to(y.device)
+        return y
+    keep = ~diverged
     if keep.any():
         y[keep] = denoiser(y[keep])
-    return y.cpu()
+    return y

@@ -12,9 +12,14 @@ resuming, re-batching or moving a job to another host draws the same numbers.
 | a training step's draws      | step_generator: indices, σ, noise           | (cell seed, step, rank)          |
 | webdataset shard / shuffle   | stream_rng / shuffle_rng                    | (cell seed, rank, worker, epoch) |
 | PSNR per σ (validation, eval)| torch Generator(eval.seed), σ after σ       | eval.seed (gdm.analysis.psnr)    |
-| sampler start and z_t        | noise_key → torch Generator                 | (sample seed, sampler step)      |
+| sampler start and z_t        | one Generator(device) per seed, whole run   | noise_key(sample seed); draw k   |
 
-Sample seeds are eval.seed, eval.seed + 1, …: the A and B models of a pair see the same noise.
+Sample seeds are eval.seed, eval.seed + 1, …: the A and B models of a pair see the same noise. The
+sampler's draw k of a seed (k = 0: y_0, k = t: z_t) comes from that seed's own generator, created on the
+sampling device (gdm.sample.SeedNoise), so it depends on the seed, k and the device type (CUDA's Philox
+and the CPU's Mersenne Twister give different numbers for one key), never on other seeds. Until this
+scheme, z_t came from a fresh CPU generator per (seed, step) keyed by SeedSequence([seed, step]): same
+distribution, different values.
 """
 
 from __future__ import annotations
@@ -45,9 +50,13 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device | str =
     return generator
 
 
-def noise_key(seed: int, step: int) -> int:
-    """The torch seed of the sampler's noise for (sample seed, step): numpy's SeedSequence of the pair."""
-    return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def noise_key(seed: int) -> int:
+    """The torch seed of the sampler generator of one sample seed, for the whole run.
+
+    Hashed rather than the seed itself: eval.seed also seeds the PSNR generator, which must not replay
+    the first sample's noise.
+    """
+    return derive_seed("sample", int(seed))
 
 
 def stream_rng(seed: int, rank: int, worker: int, epoch: int) -> np.random.Generator:

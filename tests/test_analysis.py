@@ -85,6 +85,37 @@ def test_nearest_equals_numpy_brute_force_in_every_chunk(measure, chunk):
     assert torch.equal(train[index[:4]], samples[:4])  # the index selects training images
 
 
+def _near_ties(k=12, copies=8, others=200, size=32, seed=0):
+    """Samples and a training set holding, per sample, `copies` near-copies at similarities 1 − O(10⁻⁹):
+    closer together than float32 (2⁻²⁴ ≈ 6·10⁻⁸) can tell apart, at scattered positions."""
+    g = torch.Generator().manual_seed(seed)
+    samples = torch.rand(k, 1, size, size, generator=g)
+    spread = torch.linspace(1, 1.5, copies).repeat(k).view(-1, 1, 1, 1)
+    near = samples.repeat_interleave(copies, 0) + 1e-5 * spread * torch.rand(k * copies, 1, size, size, generator=g)
+    train = torch.cat([torch.rand(others, 1, size, size, generator=g), near])
+    return samples, train[torch.randperm(len(train), generator=g)]
+
+
+@pytest.mark.parametrize("measure", ["cosine", "correlation", "l2"])
+def test_nearest_picks_the_float64_best_among_near_ties_that_float32_cannot_order(measure):
+    samples, train = _near_ties()
+    brute = _numpy_similarity(measure, samples, train)
+    values, index = nearest(samples, train, measure, chunk=64)
+    np.testing.assert_array_equal(index.numpy(), brute.argmax(1))
+    np.testing.assert_allclose(values.numpy(), brute.max(1), rtol=1e-10, atol=1e-12)
+    assert values.dtype == torch.float64
+    # the float32 screen alone (one candidate, no float64 choice among several) gets most of them wrong
+    screened = nearest(samples, train, measure, chunk=64, candidates=1)[1]
+    assert (screened.numpy() != brute.argmax(1)).sum() >= len(samples) // 2
+
+
+def test_nearest_of_no_samples_and_unknown_measure():
+    values, index = nearest(torch.zeros(0, 1, 4, 4), _images(5, size=4), "correlation")
+    assert values.shape == index.shape == (0,)
+    with pytest.raises(KeyError, match="similarity 'dot' is not one of cosine, correlation, l2"):
+        nearest(_images(2, size=4), _images(5, size=4), "dot")
+
+
 def test_psnr_known_pairs():
     clean = torch.full((2, 1, 4, 4), 0.5)
     assert psnr.image_psnr(clean + 0.1, clean).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
@@ -230,6 +261,47 @@ def test_chunked_empirical_denoiser_equals_the_direct_posterior_mean():
     for chunk in (4, 23, 100):  # ragged last chunk, exact fit, one chunk
         assert torch.allclose(EmpiricalDenoiser(train, sigma, chunk=chunk)(y), direct, atol=1e-12)
     assert EmpiricalDenoiser(train.float(), sigma)(y.float()).dtype == torch.float32
+
+
+class Float64Optimum(nn.Module):
+    """The empirical optimal denoiser as gdm computed it before float32: logits (2⟨y, x_i⟩ − ‖x_i‖²)/2σ² by one
+    matrix product, softmax and mean, all in `dtype` (float64: the reference; float32: the naive port)."""
+
+    def __init__(self, images: torch.Tensor, sigma: float, dtype=torch.float64):
+        super().__init__()
+        self.images, self.shape, self.sigma, self.dtype = images.flatten(1), images.shape[1:], sigma, dtype
+
+    def forward(self, y):
+        x, flat = self.images.to(self.dtype), y.flatten(1).to(self.dtype)
+        w = torch.softmax((2 * flat @ x.T - x.pow(2).sum(1)) / (2 * self.sigma**2), dim=1)
+        return (w @ x).to(y.dtype).view(-1, *self.shape)
+
+
+def _clustered(size=80, centres=8, members=16):
+    """Members of a few random images at spreads from 10⁻³ to 0.3: neighbours at every σ of 0.01 … 1, so
+    the posterior weights spread over several images; even members train, odd ones are held out."""
+    g = torch.Generator().manual_seed(0)
+    centre = torch.rand(centres, 1, 1, size, size, generator=g)
+    spread = torch.logspace(-3, -0.5, members).view(1, members, 1, 1, 1)
+    images = (centre + spread * torch.randn(centres, members, 1, size, size, generator=g)).flatten(0, 1)
+    return images[1::2], images[0::2][::4]
+
+
+@pytest.mark.parametrize("candidates", [64, 8])
+def test_float32_optimal_psnr_equals_the_float64_reference_within_a_thousandth_of_a_db(candidates):
+    """80×80 images, where a float32 rounding of ‖x_i‖² ≈ 10³ would move a logit at σ = 0.01 by O(1)."""
+    train, test = _clustered()
+    sigmas, run = [0.01, 0.1, 1.0], {"seed": 0, "batch_size": 64}
+
+    def curves(make):
+        return [psnr.psnr_curve_at(make, images, sigmas, **run)["output_psnr"] for images in (test, train[::4])]
+
+    reference = np.array(curves(lambda sigma: Float64Optimum(train, sigma)))
+    fp32 = np.array(curves(lambda sigma: EmpiricalDenoiser(train, sigma, candidates=candidates)))
+    np.testing.assert_allclose(fp32, reference, rtol=0, atol=1e-3)
+    assert reference[1, 1] < 95  # the training images at σ = 0.1 are not simply returned (PSNR cap 100 dB)
+    naive = np.array(curves(lambda sigma: Float64Optimum(train, sigma, torch.float32)))
+    assert np.abs(naive - reference).max() > 1e-2  # the plain float32 expansion misses by far more
 
 
 def test_posterior_covariance_keeps_only_the_images_that_carry_weight():

@@ -7,10 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch import nn
 
+import gdm.sample
 from gdm.config import SamplerConfig
-from gdm.sample import noise, sample, step_size
+from gdm.sample import SeedNoise, sample, step_size
+from gdm.seeds import derive_seed
 
 
 class ShrinkToward(nn.Module):
@@ -73,26 +76,64 @@ class AddConstant(nn.Module):
         return y + self.c
 
 
-def _z(seed: int, step: int, shape) -> torch.Tensor:
-    """The documented noise of (seed, step): N(0, I) from a torch generator keyed by SeedSequence([seed, step])."""
-    key = int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0]) // 2
+def _stream(seed: int, shape, draws: int) -> list[torch.Tensor]:
+    """The documented noise of a seed: draws 0 … draws−1 (y_0's, then z_1, z_2, …) of one CPU generator
+    seeded with derive_seed("sample", seed)."""
+    generator = torch.Generator().manual_seed(derive_seed("sample", seed))
+    return [torch.randn(tuple(shape), generator=generator) for _ in range(draws)]
+
+
+def _old_noise(seed: int, step: int, shape) -> torch.Tensor:
+    """The noise of gdm's sampler before SeedNoise: a fresh CPU generator per (seed, step), keyed by
+    SeedSequence([seed, step]). Kept here only as the reference of the distribution test."""
+    key = int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0]) >> 1
     return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(key))
+
+
+class OldNoise:
+    """SeedNoise's interface over `_old_noise`: the k-th call draws step k of every held seed (× `scale`
+    after the first call, to test that a wrong γ_t is detected)."""
+
+    def __init__(self, seeds, shape, device="cpu", scale: float = 1.0):
+        self.seeds, self.shape, self.device, self.scale, self.calls = list(seeds), tuple(shape), device, scale, 0
+
+    def draw(self) -> torch.Tensor:
+        z = torch.stack([_old_noise(s, self.calls, self.shape) for s in self.seeds]).to(self.device)
+        self.calls += 1
+        return z if self.calls == 1 else self.scale * z
+
+    def keep(self, rows) -> None:
+        self.seeds = [self.seeds[i] for i in rows]
+
+
+class HalfNoise(SeedNoise):
+    """SeedNoise with z_t halved (y_0 untouched): the sampler then injects γ_t / 2."""
+
+    def draw(self) -> torch.Tensor:
+        first, self.drawn = not getattr(self, "drawn", False), True
+        return super().draw() if first else 0.5 * super().draw()
 
 
 def _target(seed=0, size=8):
     return torch.rand((1, size, size), generator=torch.Generator().manual_seed(seed))
 
 
-def test_noise_depends_on_seed_and_step_only():
-    assert torch.equal(noise(3, 7, (1, 4, 4)), noise(3, 7, (1, 4, 4)))
-    assert not torch.equal(noise(3, 7, (1, 4, 4)), noise(3, 8, (1, 4, 4)))
-    assert not torch.equal(noise(3, 7, (1, 4, 4)), noise(4, 7, (1, 4, 4)))
-    for seed, step in [(0, 0), (3, 7), (2**40, 1999)]:
-        assert torch.equal(noise(seed, step, (2, 5, 5)), _z(seed, step, (2, 5, 5)))
+def test_seed_noise_is_each_seeds_own_stream():
+    shape, seeds = (2, 5, 5), [3, 2**40, 0]
+    noise = SeedNoise(seeds, shape)
+    drawn = [noise.draw() for _ in range(3)]
+    for k, seed in enumerate(seeds):
+        assert all(torch.equal(d[k], z) for d, z in zip(drawn, _stream(seed, shape, 3), strict=True))
+    assert not torch.equal(drawn[0][0], drawn[1][0]) and not torch.equal(drawn[0][0], drawn[0][2])
+    noise.keep([2])  # seeds 3 and 2**40 stop: seed 0 draws on from its own generator
+    assert torch.equal(noise.draw()[0], _stream(0, shape, 4)[3])
+    alone = SeedNoise([0], shape)
+    assert torch.equal(torch.stack([alone.draw()[0] for _ in range(3)]), torch.stack([d[2] for d in drawn]))
 
 
 def test_noise_is_standard_normal_and_independent_across_steps():
-    z = torch.stack([noise(9, t, (64, 64)).flatten() for t in range(4)]).double()
+    noise = SeedNoise([9], (64, 64))
+    z = torch.stack([noise.draw()[0].flatten() for t in range(4)]).double()
     assert z.mean().abs() < 0.02 and (z.std() - 1).abs() < 0.02
     correlation = torch.corrcoef(z)
     assert (correlation - torch.eye(4, dtype=torch.float64)).abs().max() < 0.05
@@ -113,7 +154,7 @@ def test_samples_identical_across_batch_sizes_and_orders():
 @pytest.mark.parametrize("final_denoise", [False, True])
 def test_every_step_equals_the_update_by_hand(schedule, final_denoise):
     """y_0 = mean + σ_0 z_0; y_t = y_{t−1} + h_t d_t + γ_t z_t with d_t = f(y_{t−1}) − y_{t−1},
-    σ_t = ‖d_t‖/√D, γ_t = √((1 − βh_t)² − (1 − h_t)²) σ_t and z_t the noise of (seed, t); then f(y_T)."""
+    σ_t = ‖d_t‖/√D, γ_t = √((1 − βh_t)² − (1 − h_t)²) σ_t and z_t draw t of the seed's generator; then f(y_T)."""
     x, c, shape, steps = _target(2), 0.6, (1, 8, 8), 6
     cfg = SamplerConfig(h0=0.2, beta=0.3, sigma_0=0.8, mean=0.4, sigma_end=1e-6, max_steps=steps,
                         schedule=schedule, final_denoise=final_denoise)
@@ -121,12 +162,13 @@ def test_every_step_equals_the_update_by_hand(schedule, final_denoise):
     out = sample(ShrinkToward(x, c), seeds, shape, cfg)
     x = x.double()
     for k, seed in enumerate(seeds):
-        y = 0.4 + 0.8 * _z(seed, 0, shape).double()
+        z = [draw.double() for draw in _stream(seed, shape, steps + 1)]
+        y = 0.4 + 0.8 * z[0]
         for t in range(1, steps + 1):
             h = 0.2 if schedule == "constant" else 0.2 * t / (1 + 0.2 * (t - 1))
             d = (x + c * (y - x)) - y
             gamma = math.sqrt((1 - 0.3 * h) ** 2 - (1 - h) ** 2) * d.pow(2).mean().sqrt()
-            y = y + h * d + gamma * _z(seed, t, shape).double()
+            y = y + h * d + gamma * z[t]
         sigma = ((x + c * (y - x)) - y).pow(2).mean().sqrt()  # measured on the final y_T
         expected = x + c * (y - x) if final_denoise else y
         torch.testing.assert_close(out.images[k].double(), expected, atol=2e-6, rtol=1e-5)
@@ -155,6 +197,22 @@ def test_finished_samples_are_not_denoised_again():
     out = sample(counter, range(6), (1, 8, 8), cfg)
     assert len(set(out.steps.tolist())) > 1  # the samples stop at different steps
     assert counter.rows == int((out.steps + 1).sum()) + 6
+    for seed in (0, 5):  # a sample does not depend on when the others stopped (they stop drawing then)
+        assert torch.equal(sample(counter, [seed], (1, 8, 8), cfg).images[0], out.images[seed])
+
+
+@pytest.mark.parametrize("sync_every", [3, 7])
+def test_checking_for_stopped_samples_less_often_changes_nothing_but_the_rows(sync_every):
+    """Between host checks stopped samples ride along under a mask: same samples, a few more rows."""
+    cfg = SamplerConfig(h0=0.1, beta=0.5, sigma_end=0.01, max_steps=500)
+    every_step = sample(ShrinkToward(_target(1)), range(6), (1, 8, 8), cfg)
+    counter = CountRows(ShrinkToward(_target(1)))
+    sparse = sample(counter, range(6), (1, 8, 8), cfg, sync_every=sync_every)
+    for field in ("images", "steps", "diverged", "final_sigma"):
+        assert torch.equal(getattr(sparse, field), getattr(every_step, field)), field
+    assert counter.rows > int((every_step.steps + 1).sum()) + 6
+    with pytest.raises(ValueError, match="sync_every is 0; it must be ≥ 1"):
+        sample(counter, range(2), (1, 8, 8), cfg, sync_every=0)
 
 
 def test_progress_bar_only_when_asked(capsys):
@@ -193,7 +251,7 @@ def test_sigma_past_the_bound_after_the_last_step_is_flagged_diverged():
     # Scale(3), h = 1/2, β = 1 (so γ_t = 0), mean 0: y_t = 2^t y_0 and σ_t = 2 rms(y_{t−1}) = 2^t rms(y_0).
     # The bound lies between the two largest σ of the final y_T, above every σ_t for t ≤ T.
     shape, max_steps, seeds = (1, 8, 8), 4, range(4)
-    rms = torch.stack([noise(s, 0, shape).pow(2).mean().sqrt() for s in seeds])
+    rms = SeedNoise(seeds, shape).draw().flatten(1).pow(2).mean(1).sqrt()
     bound = 2 ** (max_steps + 1) * float(rms.topk(2).values.mean())
     cfg = SamplerConfig(h0=0.5, beta=1.0, mean=0.0, max_steps=max_steps, final_denoise=False, diverge_sigma=bound)
     out = sample(Scale(3.0), seeds, shape, cfg)
@@ -270,3 +328,52 @@ def test_authors_loop_makes_one_more_update_after_the_stop_with_the_increasing_s
     after = float((den(last.images[:1]) - last.images[:1]).pow(2).mean().sqrt())
     assert after < float(last.final_sigma[0]) <= authors.sigma_end  # the extra update went on below σ_∞
     assert step_size(authors, 5) == step_size(plain, 5) != SamplerConfig(h0=0.3).h0
+
+
+class ShrinkToMean(nn.Module):
+    """f(y) = μ + a (y − μ): the blind denoiser of a linear-Gaussian case whose sampler law is known. With
+    e = y − μ, d_t = −(1 − a) e and γ_t² = c (1 − a)² ‖e‖²/D, c = (1 − βh)² − (1 − h)², so each pixel has
+    E[e_t²] = ρ E[e_{t−1}²] exactly (z_t is independent of e_{t−1}), ρ = (1 − h (1 − a))² + c (1 − a)²."""
+
+    def __init__(self, mean: float, a: float):
+        super().__init__()
+        self.mean, self.a = mean, a
+
+    def forward(self, y):
+        return self.mean + self.a * (y - self.mean)
+
+
+def _linear_gaussian_samples(noise_class, monkeypatch) -> torch.Tensor:
+    """[2000, 64]: 10 steps of the sampler for seeds 0 … 1999 with `noise_class` as its randomness."""
+    monkeypatch.setattr(gdm.sample, "SeedNoise", noise_class)
+    cfg = SamplerConfig(h0=0.2, beta=0.2, sigma_0=1.0, mean=0.5, sigma_end=1e-3, max_steps=10, final_denoise=False)
+    out = sample(ShrinkToMean(0.5, 0.5), range(2000), (1, 8, 8), cfg)
+    assert (out.steps == 10).all() and not out.diverged.any()  # no sample stopped early: all run T = 10 steps
+    return out.images.flatten(1).double()
+
+
+def _same_law(new: torch.Tensor, old: torch.Tensor) -> dict[str, bool]:
+    """The checks of the distribution test, each with the tolerance it is held to (2000 samples, 64 pixels)."""
+    rho = (1 - 0.2 * 0.5) ** 2 + ((1 - 0.2 * 0.2) ** 2 - (1 - 0.2) ** 2) * 0.5**2  # 0.8804
+    variance = new.var(0)  # per pixel, over samples
+    return {
+        "mean": abs(float(new.mean() - old.mean())) < 0.01,  # ≈ 5 standard errors (σ ≈ 0.53, 128 000 values)
+        "std": abs(float(new.std() / old.std()) - 1) < 0.03,
+        "per-pixel variance": float((variance / old.var(0) - 1).abs().mean()) < 0.06,  # 3% error per pixel
+        "known variance ρ^T": abs(float(variance.mean()) / rho**10 - 1) < 0.05,
+        "KS, pixel 0": stats.ks_2samp(new[:, 0].numpy(), old[:, 0].numpy()).pvalue > 0.01,
+        "KS, pixel 37": stats.ks_2samp(new[:, 37].numpy(), old[:, 37].numpy()).pvalue > 0.01,
+    }
+
+
+def test_per_seed_generators_sample_the_same_law_as_per_step_generators(monkeypatch):
+    """Changing how the noise is keyed changes samples, not their distribution: against the old per-(seed, step)
+    generators (kept here as reference) every statistic agrees, and the known per-pixel variance ρ^T holds;
+    z_t halved (γ_t / 2) fails the same checks, so they can see a wrong noise."""
+    old = _linear_gaussian_samples(OldNoise, monkeypatch)
+    new = _linear_gaussian_samples(SeedNoise, monkeypatch)
+    assert not torch.equal(new, old)  # different keying, different values
+    assert all(_same_law(new, old).values()), _same_law(new, old)
+    assert all(_same_law(old, new).values()), _same_law(old, new)
+    half = _same_law(_linear_gaussian_samples(HalfNoise, monkeypatch), old)
+    assert not any(half[check] for check in ("std", "per-pixel variance", "known variance ρ^T", "KS, pixel 0"))
