@@ -186,8 +186,8 @@ FAMILIES: dict[str, Family] = {
 
 def check_dataset(data: DataConfig, key: str, *, need_source: bool = True) -> None:
     """The registry's checks of one dataset's settings, before any work: the family exists, its params
-    resolve, and a family that reads photographs has a `<key>.source`, existing here when need_source (commands
-    that only read the run folder do without: ConfigError names the key)."""
+    resolve, and a family that reads photographs has a `<key>.source` that exists here, when need_source
+    (commands that only read the run folder do without it, set or not: ConfigError names the key)."""
     if data.family not in FAMILIES:
         raise ConfigError(
             f"config key '{key}.family' is {data.family!r}; allowed values: {', '.join(sorted(FAMILIES))}"
@@ -198,6 +198,8 @@ def check_dataset(data: DataConfig, key: str, *, need_source: bool = True) -> No
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if not family.uses_source(data):
+        return
+    if not data.source and not need_source:  # the run folder's commands: cells are named without the path
         return
     if not data.source:
         raise ConfigError(f"config key '{key}.source' is not set; family {data.family!r} reads its images from a "
