@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,11 +23,14 @@ def finished(tmp_path_factory):
 
     from launch.grid import run_grid
 
-    root = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(None, [*TINY_OVERRIDES, f"root={root / 'runs'}", "eval.jacobian.enabled=true",
-                             "eval.jacobian.num_images=1", "eval.jacobian.chunk=64"])
+    cfg = pipeline_config(tmp_path_factory.mktemp("pipeline"), TINY_OVERRIDES)
     summary = run_grid(cfg, progress=False)
     return cfg, summary
+
+
+def pipeline_config(root, tiny_overrides):
+    return load_config(None, [*tiny_overrides, f"root={root}/runs", "eval.jacobian.enabled=true",
+                              "eval.jacobian.num_images=1", "eval.jacobian.chunk=64"])
 
 
 def test_every_cell_has_a_checkpoint_and_model(finished):
@@ -187,3 +191,46 @@ def test_a_cells_final_validation_psnr_is_the_psnr_its_pair_reports(finished):
                 curve = results["psnr"][cell.split][kind]
                 logged = [validation[f"val/psnr_{kind}_sigma{sigma:g}"] for sigma in curve["sigma"]]
                 assert logged == pytest.approx(curve["output_psnr"], abs=1e-4), (cell.cell_id, kind)
+
+
+REFERENCE = Path(__file__).with_name("reference") / "tiny_results.json"
+
+
+def numbers(value, path: str = "") -> dict[str, float]:
+    """Every number of a results.json by its key path (lists by index), strings and nulls left out."""
+    if isinstance(value, dict):
+        return {k: v for key in sorted(value) for k, v in numbers(value[key], f"{path}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in numbers(item, f"{path}/{i}").items()}
+    return {path: value} if isinstance(value, (int, float)) and not isinstance(value, bool) else {}
+
+
+def pair_numbers(cfg) -> dict[str, dict[str, float]]:
+    return {p.pair_id: numbers(json.loads((p.directory(cfg) / "results.json").read_text())) for p in expand_pairs(cfg)}
+
+
+def test_results_are_bit_identical_to_the_committed_reference(finished):
+    """A refactor must not move a number: every number of every pair's results.json equals the reference made
+    by the code it was committed with (same config, same torch, CPU). A change that means to move numbers
+    regenerates it (`python tests/test_pipeline.py`) and says why in its commit."""
+    reference = json.loads(REFERENCE.read_text())
+    ours = pair_numbers(finished[0])
+    assert sorted(ours) == sorted(reference)  # the same pair ids: the same settings hashes
+    for pair_id, values in reference.items():
+        moved = {k: (v, ours[pair_id].get(k)) for k, v in values.items() if ours[pair_id].get(k) != v}
+        assert not moved and len(ours[pair_id]) == len(values), (pair_id, moved)
+
+
+if __name__ == "__main__":  # regenerate the reference (run from the repository root)
+    import tempfile
+
+    from conftest import TINY_OVERRIDES
+
+    from launch.grid import run_grid
+
+    with tempfile.TemporaryDirectory() as root:
+        config = pipeline_config(root, TINY_OVERRIDES)
+        run_grid(config, progress=False)
+        REFERENCE.parent.mkdir(exist_ok=True)
+        REFERENCE.write_text(json.dumps(pair_numbers(config), indent=1, sort_keys=True) + "\n")
+        print(f"wrote {REFERENCE}")
