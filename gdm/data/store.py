@@ -127,7 +127,7 @@ def npy_layout(handle) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def stored_blocks(path: Path, rows: slice, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+def stored_blocks(path: Path, rows: slice, block_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
     """(offset into rows, block of stored rows) over rows [start, stop) of the .npy at `path`, read with plain
     file reads into one reused buffer of about block_bytes: no row outside `rows` and no full-size copy is read."""
     with open(path, "rb") as handle:
@@ -166,7 +166,7 @@ def load_split(data_dir: Path, split: str, n: int | None = None, device: torch.d
     shape = (rows.stop - rows.start, 1, side, side)
     if device is None or torch.device(device).type == "cpu":
         images = torch.from_numpy(np.empty(shape, np.float32))  # numpy's allocation: tracemalloc counts it
-        for offset, block in stored_blocks(path, rows):
+        for offset, block in stored_blocks(path, rows, BLOCK_BYTES):
             to_unit_into(block, images[offset : offset + len(block), 0].numpy())
         return images
     return load_to_device(path, rows, torch.empty(shape, dtype=torch.float32, device=device))
@@ -175,8 +175,8 @@ def load_split(data_dir: Path, split: str, n: int | None = None, device: torch.d
 def load_to_device(path: Path, rows: slice, images: torch.Tensor) -> torch.Tensor:
     """Fill `images` (on an accelerator) with the rows, each block converted in one reused host buffer."""
     staging = None
-    for offset, block in stored_blocks(path, rows):
-        staging = staging if staging is not None else np.empty(block.shape, np.float32)  # the first block is the largest
+    for offset, block in stored_blocks(path, rows, BLOCK_BYTES):
+        staging = np.empty(block.shape, np.float32) if staging is None else staging  # the first block is the largest
         to_unit_into(block, staging[: len(block)])
         images[offset : offset + len(block), 0].copy_(torch.from_numpy(staging[: len(block)]))  # synchronous
     return images
