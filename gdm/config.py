@@ -29,7 +29,9 @@ class DataConfig:
     test_size: int = 200  # held-out test images, drawn first
     seed: int = 0  # seed of synthesis and of the split permutation
     source: Optional[str] = None  # folder or zip of real images (celeba, lsun, folder families)
-    shard_size: int = 1000  # images per webdataset shard
+    # images per webdataset shard. With trainer.in_memory=false each (rank, worker) streams shards of its own, so
+    # the smallest split must span enough: ⌈min(n_train) / shard_size⌉ ≥ devices × num_nodes × max(num_workers, 1)
+    shard_size: int = 1000
     params: dict[str, Any] = field(default_factory=dict)  # family-specific parameters (e.g. alpha)
 
 
@@ -434,6 +436,37 @@ def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:
     if too_big:
         raise ConfigError(f"config key 'n_train' holds {too_big}, larger than half of {key}.pool_size="
                           f"{data.pool_size}; the largest n allowed is {largest} (A and B must be disjoint)")
+    if not cfg.trainer.in_memory:
+        _check_streaming_shards(cfg, key, data.shard_size)
+
+
+def stream_readers(t: TrainerConfig) -> int:
+    """Readers of a streamed split: every dataloader worker (one per rank without workers) of every rank."""
+    return t.devices * t.num_nodes * max(t.num_workers, 1)
+
+
+def split_shards(n: int, shard_size: int) -> int:
+    """Shards that A_n = pool[0:n] spans, ⌈n / shard_size⌉; B_n = pool[-n:], not aligned to shard boundaries,
+    spans as many or one more (gdm.data.streaming.split_urls)."""
+    return -(-n // shard_size)
+
+
+def _check_streaming_shards(cfg: ExperimentConfig, key: str, shard_size: int) -> None:
+    """Streaming gives each (rank, worker) shards of its own (gdm.data.streaming.RankShards), so every split must
+    span at least as many shards as there are readers R. Larger n span more: the smallest n decides. The largest
+    shard_size with ⌈n / s⌉ ≥ R is ⌊(n − 1) / (R − 1)⌋; with n < R none is."""
+    n, readers, t = min(cfg.n_train), stream_readers(cfg.trainer), cfg.trainer
+    if split_shards(n, shard_size) >= readers:
+        return
+    fix = (f"set {key}.shard_size to at most {(n - 1) // (readers - 1)}" if n >= readers else
+           f"no shard size can, since a split of {n} images cannot give {readers} readers an image each")
+    raise ConfigError(
+        f"config key '{key}.shard_size' is {shard_size}, but with trainer.in_memory=false the smallest split "
+        f"(n_train {n}) spans only {split_shards(n, shard_size)} shard(s) for {readers} readers (trainer.devices "
+        f"{t.devices} × trainer.num_nodes {t.num_nodes} × max(trainer.num_workers, 1) {max(t.num_workers, 1)}), "
+        f"and each reader streams shards of its own: {fix} (the shard size is part of the prepared data and of "
+        "the cells' names: a new value needs a new run folder); or use fewer ranks or workers, or "
+        "trainer.in_memory=true (resident images, the default)")
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

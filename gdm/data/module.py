@@ -1,6 +1,8 @@
 """The data of one training cell for Lightning: resident images (default) or a shard stream.
 
-In-memory (trainer.in_memory): the cell's n training images are loaded once and kept on the device;
+In-memory (trainer.in_memory): the cell's n training images are loaded once and kept on the device
+(loaded straight onto the trainer's device, in blocks: no host copy of the split on a GPU rank; the module takes
+them with `release_images`, after which this data module holds no reference to them);
 the training dataloader yields only step ticks and `gdm.training.lit_module.DenoiserModule` draws each batch from
 the resident tensor with a generator seeded by (cell, step, rank) — no worker processes, no host→
 device copies, and a resumed run sees exactly the batches of an uninterrupted one.
@@ -45,17 +47,33 @@ class CellDataModule(L.LightningDataModule):
         self.batch_size, self.in_memory, self.seed = batch_size, in_memory, seed
         self.epoch_size, self.num_workers, self.val_images = epoch_size, num_workers, val_images
         self.images, self.test_images = images, test_images
+        self.train_head: torch.Tensor | None = None  # validation's training images: a copy of their own
 
     def setup(self, stage: str | None = None) -> None:
         if self.images is None and self.in_memory:
-            self.images = self._load(self.split, self.n)
+            self.images = self._load(self.split, self.n, self.target_device())
         if self.test_images is None and self.data_dir is not None:
             self.test_images = self._load("test", self.val_images)
 
-    def _load(self, split: str, n: int | None) -> torch.Tensor:
+    def target_device(self) -> torch.device | None:
+        """The device of this rank's trainer (its GPU), where the resident images go; None without a trainer."""
+        return None if self.trainer is None else self.trainer.strategy.root_device
+
+    def _load(self, split: str, n: int | None, device: torch.device | None = None) -> torch.Tensor:
         from gdm.data.store import load_split  # the data layer's reader (verifies shards on first use)
 
-        return load_split(Path(self.data_dir), split, n)
+        if self.data_dir is None:  # images given as a tensor were handed over by release_images
+            raise ValueError("this CellDataModule's images were released to a module; make a new CellDataModule")
+
+        return load_split(Path(self.data_dir), split, n, device)
+
+    def release_images(self) -> torch.Tensor | None:
+        """Hand over the resident training images and forget them, so that once the caller holds them on its
+        device no host copy stays alive here; validation keeps its own copy of the first val_images."""
+        if self.images is not None:
+            self._train_head()
+        images, self.images = self.images, None
+        return images
 
     def train_dataloader(self) -> DataLoader:
         if self.in_memory:
@@ -80,7 +98,10 @@ class CellDataModule(L.LightningDataModule):
         return batches
 
     def _train_head(self) -> torch.Tensor:
-        if self.images is not None:
-            return self.images[: self.val_images]
-        # streaming: splits are nested (A_m ⊂ A_n, B_m ⊂ B_n), so the m-image split is a training subset
-        return self._load(self.split, min(self.n, self.val_images))
+        """The first val_images training images on the host, copied: a view would keep the whole split alive."""
+        if self.train_head is None and self.images is not None:
+            self.train_head = self.images[: self.val_images].to("cpu", copy=True)
+        elif self.train_head is None:
+            # streaming: splits are nested (A_m ⊂ A_n, B_m ⊂ B_n), so the m-image split is a training subset
+            self.train_head = self._load(self.split, min(self.n, self.val_images))
+        return self.train_head

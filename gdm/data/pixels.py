@@ -1,5 +1,6 @@
 """Pixel storage convention: images live in [0, 1]. Synthetic images and photo patches are stored as
-float32 (`to_stored`), imported photos as uint8 = round(255 x) (`to_uint8`); `to_unit` reads either."""
+float32 (`to_stored`), imported photos as uint8 = round(255 x) (`to_uint8`); `to_unit` reads either, and
+`to_unit_into` writes the same values into a given float32 array (no temporaries: for loading a split in blocks)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,11 @@ def to_unit(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return to_float(images)
     return np.asarray(images, dtype=np.float32)
+
+
+def to_unit_into(stored: np.ndarray, out: np.ndarray) -> None:
+    """`to_unit(stored)` written into `out` (float32, the same shape) with no array of its own: uint8 are cast in
+    place and divided by float32 255, the operation `to_float` does, so the values are identical bit for bit."""
+    out[...] = stored
+    if stored.dtype == np.uint8:
+        np.divide(out, np.float32(255.0), out=out)

@@ -2,11 +2,12 @@
 
 Shards are split explicitly: rank r of W takes shards r, r+W, ... (the node splitter), and dataloader
 worker k of K takes every K-th of those, so every (rank, worker) reads its own shards and no image is
-seen twice in the same step. Each (rank, worker) draws its shards with replacement (resampling, as
-wds.ResampledShards) from a generator seeded by (seed, rank, worker, epoch), shuffles samples in a
-buffer, and `.with_epoch` cuts the infinite stream to `epoch_size` batches per rank, so all ranks take
-the same number of steps (DDP would hang otherwise). Samples outside the split (A_n = pool[0:n],
-B_n = pool[-n:]) are dropped by their stored position.
+seen twice in the same step; so a split must span at least ranks × workers shards (gdm.config refuses a
+layout whose smallest split spans fewer: `gdm.config.split_shards`, docs/CONTRACTS.md). Each (rank, worker)
+draws its shards with replacement (resampling, as wds.ResampledShards) from a generator seeded by (seed,
+rank, worker, epoch), shuffles samples in a buffer, and `.with_epoch` cuts the infinite stream to
+`epoch_size` batches per rank, so all ranks take the same number of steps (DDP would hang otherwise).
+Samples outside the split (A_n = pool[0:n], B_n = pool[-n:]) are dropped by their stored position.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class RankShards(IterableDataset):
         if not mine:
             raise DataError(
                 f"{len(self.urls)} shards cannot feed {self.world_size} ranks x {workers} workers with distinct "
-                f"shards; use a smaller datasets.<name>.shard_size, fewer workers, or trainer.in_memory=true"
+                f"shards (each reads its own: {self.world_size * workers} needed); use a smaller "
+                f"datasets.<name>.shard_size (gdm.config checks it), fewer workers, or trainer.in_memory=true"
             )
         return mine
 

@@ -88,8 +88,9 @@ class DenoiserModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if self.images is None and datamodule is not None and datamodule.in_memory:
-            self.images = datamodule.images
+        if datamodule is not None and datamodule.in_memory:  # the data module keeps no copy alive (CONTRACTS.md)
+            released = datamodule.release_images()
+            self.images = released if self.images is None else self.images
         if not self.val_batches and datamodule is not None:
             self.val_batches = datamodule.val_batches()
         if self.images is not None:
