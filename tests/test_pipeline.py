@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 
 from gdm import lifecycle, wandb_log
-from gdm.cells import expand_cells, expand_pairs
+from gdm.cells import data_dir, expand_cells, expand_pairs
 from gdm.config import load_config
 from gdm.io import stable_hash
 from gdm.wandb_log import offline_run_dirs
@@ -18,13 +19,11 @@ from gdm.wandb_log import offline_run_dirs
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    from conftest import TINY_OVERRIDES
-
     from launch.grid import run_grid
 
     root = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(None, [*TINY_OVERRIDES, f"root={root / 'runs'}", "eval.jacobian.enabled=true",
-                             "eval.jacobian.num_images=1", "eval.jacobian.chunk=64"])
+    cfg = tiny_config(root / "runs", "eval.jacobian.enabled=true", "eval.jacobian.num_images=1",
+                      "eval.jacobian.chunk=64")
     summary = run_grid(cfg, progress=False)
     return cfg, summary
 
@@ -93,7 +92,7 @@ def test_nearest_training_image_is_the_most_correlated_in_each_split(finished):
         arrays = torch.load(pair.directory(cfg) / "samples.pt", weights_only=True)
         valid = arrays["valid"]
         for split in ("A", "B"):
-            train = load_split(cfg.run_dir / "data" / pair.dataset, split, pair.n).numpy()
+            train = load_split(data_dir(cfg, pair.dataset), split, pair.n).numpy()
             scores = _correlation(arrays[f"samples_{split}"][valid].numpy(), train)
             assert np.array_equal(arrays[f"nearest_index_{split}_correlation"].numpy(), scores.argmax(1)), (
                 pair.n,
