@@ -17,31 +17,43 @@ from gdm.config import ExperimentConfig
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the jobs cannot import this module
 
 
-class Stop(L.Callback):
-    """Simulated preemption before step `at` (after the checkpoint at step `at` was written)."""
+class AtStep(L.Callback):
+    """Does `act(trainer, module)` before the training step at global step `at` (after the checkpoint of
+    step `at`, when checkpoint_every divides it)."""
 
     def __init__(self, at: int):
         self.at = at
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if trainer.global_step == self.at:
-            raise RuntimeError("simulated preemption")
+            self.act(trainer, module)
+
+    def act(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        raise NotImplementedError
 
 
-class HoldOnce(L.Callback):
-    """A fixed point to signal a job at: the first time rank r reaches step `at` (with checkpoint_every
-    dividing `at`, after that checkpoint was written), it writes the file `<marker>-rank<r>` and sleeps until
-    a signal ends the job, or `limit_s` passes. A resumed run finds its file there and trains on.
+class Stop(AtStep):
+    """Simulated preemption before step `at` (after the checkpoint at step `at` was written)."""
+
+    def act(self, trainer, module):
+        raise RuntimeError("simulated preemption")
+
+
+class HoldOnce(AtStep):
+    """A fixed point to signal a job at: the first time rank r reaches step `at`, it writes the file
+    `<marker>-rank<r>` and sleeps until a signal ends the job, or `limit_s` passes. A resumed run finds its
+    file there and trains on.
 
     So a test that waits for the files knows the job is mid-training when its signal lands, however loaded
     the machine: no race between the signal and a fixed number of steps. The weights are untouched."""
 
     def __init__(self, at: int, marker: Path, limit_s: float = 300.0):
-        self.at, self.marker, self.limit_s = at, Path(marker), limit_s
+        super().__init__(at)
+        self.marker, self.limit_s = Path(marker), limit_s
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+    def act(self, trainer, module):
         held = self.marker.with_name(f"{self.marker.name}-rank{trainer.global_rank}")
-        if trainer.global_step != self.at or held.exists():
+        if held.exists():
             return
         held.parent.mkdir(parents=True, exist_ok=True)
         held.touch()

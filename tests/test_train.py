@@ -10,12 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 from helpers import assert_same_weights, prepared, saved_weights, tiny_config
-from lightning_helpers import Stop
+from lightning_helpers import AtStep, Stop
 
 from gdm import lifecycle
 from gdm.cells import data_dir, expand_cells
@@ -31,13 +30,9 @@ def cell_of(cfg, n: int = 4):
     return next(c for c in expand_cells(cfg) if c.n == n and c.split == "A")
 
 
-class PoisonWeights(L.Callback):
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            next(module.net.parameters()).data.fill_(float("nan"))
+class PoisonWeights(AtStep):
+    def act(self, trainer, module):
+        next(module.net.parameters()).data.fill_(float("nan"))
 
 
 def metrics_records(directory: Path) -> list[dict]:
