@@ -141,6 +141,7 @@ class StepFit:
         log_event(cfg, kind="train", id=cell.cell_id, what="start", step=step)
         while step < self.steps:
             if step == self.hold_at and not held_marker(cfg, cell).exists():
+                held_marker(cfg, cell).parent.mkdir(parents=True, exist_ok=True)
                 held_marker(cfg, cell).touch()
                 time.sleep(300)
             time.sleep(0.5)
@@ -151,7 +152,7 @@ class StepFit:
 
 
 def held_marker(cfg, cell) -> Path:
-    return cfg.run_dir / f"held-{cell.cell_id}"
+    return cfg.run_dir / "held" / cell.cell_id  # a cell id is <dataset>/<folder>
 
 
 def test_stand_in_preemption_requeues_and_resumes(tiny_root):
