@@ -10,8 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from helpers import wait_for
 
 from gdm.cells import Files, expand_cells
 from gdm.cli import main
@@ -31,15 +32,6 @@ def _steps_logged(metrics: Path) -> int:
     return max((json.loads(line).get("step", 0) for line in lines), default=0)
 
 
-def _wait_for_checkpoint(folder: Path, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:  # wait for the state we need (a checkpoint), not a fixed time
-        if (folder / Files.LAST_CKPT).is_file() and _steps_logged(folder / Files.METRICS) >= 40:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no checkpoint in {folder} after {timeout} s")
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -52,7 +44,8 @@ def test_sigterm_during_training_exits_non_zero_and_a_rerun_resumes_bit_identica
     assert main(["prepare", *stopped]) == 0
     folder = expand_cells(cfg)[0].directory(cfg)
     job = _gdm("train", *stopped, "--cell-index", "0", "--no-progress")
-    _wait_for_checkpoint(folder)
+    wait_for(lambda: (folder / Files.LAST_CKPT).is_file() and _steps_logged(folder / Files.METRICS) >= 40, 240,
+             f"a checkpoint in {folder} and 40 steps logged")  # the state we need, not a fixed time
     job.send_signal(signal.SIGTERM)
     _, err = job.communicate(timeout=120)
     assert job.returncode == 143, err

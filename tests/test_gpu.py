@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import prepared, tiny_config
 
 from gdm.cells import expand_cells
+<<<<<<< HEAD
 from gdm.config import ModelConfig, SamplerConfig, load_config
 from gdm.precision import true_fp32
+=======
+from gdm.config import ModelConfig, SamplerConfig
+>>>>>>> tests-helpers
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-def test_bf16_channels_last_compiled_training_on_cuda(tiny_overrides):
-    from gdm.data.prepare import prepare_dataset
+def test_bf16_channels_last_compiled_training_on_cuda(tiny_root):
     from gdm.training.fit import fit_cell
     from gdm.training.model_file import load_denoiser
 
-    cfg = load_config(None, [*tiny_overrides, "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
-                             "trainer.channels_last=true", "trainer.compile=true", "trainer.max_steps=4"])
-    prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+    cfg = prepared(tiny_config(tiny_root, "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
+                               "trainer.channels_last=true", "trainer.compile=true", "trainer.max_steps=4"))
     cell = expand_cells(cfg)[0]
     directory = fit_cell(cfg, cell)
     denoiser = load_denoiser(directory / "model.pt", "cuda")

@@ -1,99 +1,31 @@
 """Orchestration with tiny stand-ins for data, training and evaluation (seconds, no torch work).
 
-The stand-ins record when each cell and pair starts and ends, so the tests can check that a pair's
+The stand-ins (tests/helpers.py) record when each cell and pair starts and ends, so the tests can check that a pair's
 evaluation never starts before both of its cells are done, on the in-process and local executors.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
-import cloudpickle
 import pytest
-from omegaconf import OmegaConf
+from helpers import FakeEval, FakeFit, assert_evals_after_cells, events, fake_steps, tiny_config
 
 from gdm import lifecycle
 from gdm.cells import expand_cells, expand_pairs
-from gdm.config import ExperimentConfig
 from launch.executors import _slurm_parameters, make_executor
 from launch.grid import run_grid
-from launch.jobs import EvalJob, GridSteps, TrainJob
+from launch.jobs import EvalJob, TrainJob
 from launch.slurm import SlurmEnv, read_slurm_env
 from launch.status import format_status, status_rows
 from launch.task import Outcome, check_layout, run_train_task
 
-# The local executor unpickles the stand-ins in fresh processes that cannot import this test module.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-
-def tiny_cfg(tiny_overrides: list[str], *extra: str) -> ExperimentConfig:
-    """The tiny config, without `validate` (whose model/data registries other modules provide)."""
-    merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.from_dotlist([*tiny_overrides, *extra]))
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
-
-
-def _event(cfg: ExperimentConfig, **fields) -> None:
-    with open(cfg.run_dir / "events.jsonl", "a") as handle:  # one short append per event: atomic enough
-        handle.write(json.dumps({**fields, "t": time.time()}) + "\n")
-
-
-def events(cfg: ExperimentConfig) -> list[dict]:
-    path = cfg.run_dir / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-@dataclass
-class FakeFit:
-    fail: tuple[str, ...] = ()  # cell ids that raise
-    delay: float = 0.05
-    slow: tuple[str, ...] = ()  # cell ids that take 10 × delay
-
-    def __call__(self, cfg, cell, *, progress=False, plugins=None) -> Path:
-        _event(cfg, kind="train", id=cell.cell_id, what="start")
-        time.sleep(self.delay * (10 if cell.cell_id in self.slow else 1))
-        if cell.cell_id in self.fail:
-            raise RuntimeError(f"boom in {cell.cell_id}")
-        (cell.directory(cfg) / "metrics.jsonl").write_text(json.dumps({"step": cfg.trainer.max_steps}) + "\n")
-        lifecycle.finish(cell.directory(cfg), step=cfg.trainer.max_steps)
-        _event(cfg, kind="train", id=cell.cell_id, what="end")
-        return cell.directory(cfg)
-
-
-@dataclass
-class FakeEval:
-    def __call__(self, cfg, pair, *, progress=False) -> dict:
-        _event(cfg, kind="eval", id=pair.pair_id, what="start")
-        lifecycle.finish(pair.directory(cfg))
-        return {}
-
-
-def fake_prepare(data, data_dir: Path, *, progress: bool = False) -> dict:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return {}
-
-
-def fake_steps(fail: tuple[str, ...] = (), delay: float = 0.05, slow: tuple[str, ...] = ()) -> GridSteps:
-    return GridSteps(
-        prepare=fake_prepare, verify=None, fit=FakeFit(fail, delay, slow), evaluate=FakeEval(), report=None
-    )
-
-
-def assert_evals_after_cells(cfg: ExperimentConfig) -> None:
-    log = events(cfg)
-    ends = {e["id"]: e["t"] for e in log if e["kind"] == "train" and e["what"] == "end"}
-    for pair in expand_pairs(cfg):
-        starts = [e["t"] for e in log if e["kind"] == "eval" and e["id"] == pair.pair_id]
-        for start in starts:
-            assert all(c.cell_id in ends and ends[c.cell_id] <= start for c in pair.cells), pair.pair_id
-
-
-def test_inprocess_grid_trains_then_evaluates(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides)
+def test_inprocess_grid_trains_then_evaluates(tiny_root):
+    cfg = tiny_config(tiny_root)
     summary = run_grid(cfg, progress=False, steps=fake_steps())
     assert len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2
     assert not summary["failed"] and not summary["skipped"]
@@ -102,8 +34,8 @@ def test_inprocess_grid_trains_then_evaluates(tiny_overrides):
     assert all(lifecycle.status(c.directory(cfg)).job_id for c in expand_cells(cfg))
 
 
-def test_local_executor_pool(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides, "launch.executor=local", "launch.max_parallel=2", "launch.poll_seconds=0.2")
+def test_local_executor_pool(tiny_root):
+    cfg = tiny_config(tiny_root, "launch.executor=local", "launch.max_parallel=2", "launch.poll_seconds=0.2")
     summary = run_grid(cfg, progress=False, steps=fake_steps(delay=0.5))
     assert len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2, summary
     assert_evals_after_cells(cfg)
@@ -111,8 +43,8 @@ def test_local_executor_pool(tiny_overrides):
     assert len(job_ids) == 4  # one local process per cell
 
 
-def test_a_pair_is_evaluated_as_soon_as_its_own_cells_are_done(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides, "launch.executor=local", "launch.max_parallel=4", "launch.poll_seconds=0.2")
+def test_a_pair_is_evaluated_as_soon_as_its_own_cells_are_done(tiny_root):
+    cfg = tiny_config(tiny_root, "launch.executor=local", "launch.max_parallel=4", "launch.poll_seconds=0.2")
     small, large = expand_pairs(cfg)  # n = 1 and n = 4; the n = 4 cells train ten times longer
     summary = run_grid(cfg, progress=False, steps=fake_steps(delay=1.5, slow=tuple(c.cell_id for c in large.cells)))
     assert len(summary["evaluated"]) == 2, summary
@@ -125,8 +57,8 @@ def test_a_pair_is_evaluated_as_soon_as_its_own_cells_are_done(tiny_overrides):
 
 
 @pytest.mark.parametrize("executor", ["inprocess", "local"])
-def test_failed_cell_is_recorded_and_its_pair_skipped(tiny_overrides, executor):
-    cfg = tiny_cfg(tiny_overrides, f"launch.executor={executor}", "launch.poll_seconds=0.2")
+def test_failed_cell_is_recorded_and_its_pair_skipped(tiny_root, executor):
+    cfg = tiny_config(tiny_root, f"launch.executor={executor}", "launch.poll_seconds=0.2")
     bad = expand_cells(cfg)[3]  # n=4, split B
     summary = run_grid(cfg, progress=False, steps=fake_steps(fail=(bad.cell_id,)))
     assert summary["failed"] == [bad.cell_id]
@@ -137,8 +69,8 @@ def test_failed_cell_is_recorded_and_its_pair_skipped(tiny_overrides, executor):
     assert summary["evaluated"] == [pair_n1.pair_id] and summary["skipped"] == [pair_n4.pair_id]
 
 
-def test_rerun_submits_nothing(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides)
+def test_rerun_submits_nothing(tiny_root):
+    cfg = tiny_config(tiny_root)
     run_grid(cfg, progress=False, steps=fake_steps())
     before = len(events(cfg))
     start = time.time()
@@ -148,8 +80,8 @@ def test_rerun_submits_nothing(tiny_overrides):
     assert summary["already_done"] == 6 and not summary["trained"] and not summary["failed"]
 
 
-def test_killed_and_failed_cells_are_resubmitted(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides)
+def test_killed_and_failed_cells_are_resubmitted(tiny_root):
+    cfg = tiny_config(tiny_root)
     cells = expand_cells(cfg)
     lifecycle.finish(cells[0].directory(cfg))
     with lifecycle.Lease(cells[1].directory(cfg)):  # its job was killed: it let go of the lease, unfinished
@@ -165,8 +97,8 @@ def test_killed_and_failed_cells_are_resubmitted(tiny_overrides):
     assert lifecycle.status(cells[2].directory(cfg)).state == lifecycle.State.DONE
 
 
-def test_status_rows_and_table(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides)
+def test_status_rows_and_table(tiny_root):
+    cfg = tiny_config(tiny_root)
     bad = expand_cells(cfg)[1]
     run_grid(cfg, progress=False, steps=fake_steps(fail=(bad.cell_id,)))
     rows = status_rows(cfg)
@@ -188,8 +120,8 @@ def test_status_rows_and_table(tiny_overrides):
     assert f"{bad.cell_id}: RuntimeError: boom in {bad.cell_id}" in table.splitlines()  # in full, below the table
 
 
-def test_a_requeued_job_runs_the_same_call_again(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides)
+def test_a_requeued_job_runs_the_same_call_again(tiny_root):
+    cfg = tiny_config(tiny_root)
     cell, pair = expand_cells(cfg)[0], expand_pairs(cfg)[0]
     job = TrainJob(cfg, cell, FakeFit())
     delayed = job.checkpoint()  # what submitit requeues on USR2 / timeout
@@ -203,9 +135,9 @@ def test_a_requeued_job_runs_the_same_call_again(tiny_overrides):
     assert EvalJob(cfg, pair, FakeEval()).checkpoint().function() == Outcome.DONE
 
 
-def test_a_live_owner_is_adopted_not_duplicated(tiny_overrides):
+def test_a_live_owner_is_adopted_not_duplicated(tiny_root):
     """A folder held by another live process (a second driver's job, an orphan) is waited for, not retrained."""
-    cfg = tiny_cfg(tiny_overrides, "launch.poll_seconds=0.1")
+    cfg = tiny_config(tiny_root, "launch.poll_seconds=0.1")
     owned = expand_cells(cfg)[2]
     folder = owned.directory(cfg)
     script = (
@@ -228,8 +160,8 @@ def test_a_live_owner_is_adopted_not_duplicated(tiny_overrides):
     assert next(e["t"] for e in events(cfg) if e["id"] == pair.pair_id) >= finished  # waited for the owner
 
 
-def test_a_busy_job_hands_over_to_the_live_owner(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides)
+def test_a_busy_job_hands_over_to_the_live_owner(tiny_root):
+    cfg = tiny_config(tiny_root)
     cell = expand_cells(cfg)[0]
     with lifecycle.Lease(cell.directory(cfg)):
         lifecycle.start(cell.directory(cfg), {}, job_id="first")
@@ -238,8 +170,8 @@ def test_a_busy_job_hands_over_to_the_live_owner(tiny_overrides):
     assert not events(cfg)
 
 
-def test_train_task_records_slurm_ids_and_ddp_shape(tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides, "trainer.devices=2")
+def test_train_task_records_slurm_ids_and_ddp_shape(tiny_root):
+    cfg = tiny_config(tiny_root, "trainer.devices=2")
     cell = expand_cells(cfg)[0]
     seen = {}
 
@@ -259,7 +191,7 @@ def test_train_task_records_slurm_ids_and_ddp_shape(tiny_overrides):
     assert seen["running"] == lifecycle.State.RUNNING and seen["devices"] == 2
     assert type(seen["plugins"][0]).__name__ == "SLURMEnvironment"
     assert check_layout(cfg, SlurmEnv()) is cfg
-    one = tiny_cfg(tiny_overrides)  # trainer.devices=1 in a 2-task step: refused, naming the keys to set
+    one = tiny_config(tiny_root)  # trainer.devices=1 in a 2-task step: refused, naming the keys to set
     with pytest.raises(ValueError, match="pass trainer.devices=2 trainer.num_nodes=1"):
         check_layout(one, env)
     assert "pass trainer.devices=2" in run_train_task_error(one, cell, env)
@@ -271,8 +203,8 @@ def run_train_task_error(cfg, cell, env) -> str:
     return lifecycle.status(expand_cells(cfg)[1].directory(cfg)).error
 
 
-def test_slurm_parameters_and_registry(tmp_path, tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides, "launch.train.partition=gpu", "launch.train.gpus_per_node=4",
+def test_slurm_parameters_and_registry(tmp_path, tiny_root):
+    cfg = tiny_config(tiny_root, "launch.train.partition=gpu", "launch.train.gpus_per_node=4",
                    "launch.train.tasks_per_node=4", "launch.train.setup=[module load cuda]")
     params = _slurm_parameters(cfg.launch.train, max_parallel=8)
     assert params["slurm_partition"] == "gpu" and params["gpus_per_node"] == 4 and params["tasks_per_node"] == 4

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,18 +21,20 @@ import cloudpickle
 import lightning as L
 import pytest
 import torch
+from helpers import assert_same_weights, prepared, read_status, saved_weights, slurm_cluster_up, tiny_config, wait_for
+from lightning_helpers import FitWith
 
-from gdm import lifecycle
 from gdm.cells import Cell, expand_cells
-from gdm.config import ExperimentConfig, load_config
+from gdm.config import ExperimentConfig
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the probe travels to the jobs by value
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TWO_HOST_CONF = Path(os.environ.get("GDM_SLURM2_DIR", "/tmp/gdm-slurm2")) / "slurm.conf"
 HOSTS = {"gdm-n1", "gdm-n2"}
-# Long enough that a USR2 lands mid-training (a step across the two namespaces takes some 50 ms here).
+# A step across the two namespaces takes some 50 ms here; the preempted job holds at HOLD_AT until signalled.
 STEPS = ["trainer.max_steps=400", "trainer.checkpoint_every=25", "trainer.log_every=25"]
+HOLD_AT = 25  # a checkpoint step (trainer.checkpoint_every)
 # One CPU per task, so that two tasks fit on one host (2 CPUs) for the one-node reference.
 RESOURCES = [
     "launch.executor=slurm",
@@ -51,29 +51,12 @@ TWO_NODES = ["launch.train.nodes=2", "launch.train.tasks_per_node=1", "trainer.n
 ONE_NODE = ["launch.train.nodes=1", "launch.train.tasks_per_node=2", "trainer.num_nodes=1", "trainer.devices=2"]
 
 
-def _two_hosts_up() -> str | None:
-    """None when both hosts answer, else why not (the skip reason)."""
-    if shutil.which("sinfo") is None or not TWO_HOST_CONF.is_file():
-        return f"no two-host SLURM cluster ({TWO_HOST_CONF} missing; start it as root: " \
-               "bash slurm/start_two_host_cluster.sh)"
-    env = {**os.environ, "SLURM_CONF": str(TWO_HOST_CONF)}
-    try:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, env=env,
-                             timeout=20).stdout
-    except (subprocess.SubprocessError, OSError) as err:
-        return f"the two-host cluster does not answer ({err})"
-    usable = {line.split()[0] for line in out.splitlines()
-              if line.split()[-1].rstrip("*") in ("idle", "mixed", "allocated", "completing")}
-    return None if usable >= HOSTS else f"two-host cluster not up (sinfo: {out.strip() or 'nothing'}); " \
-                                       "start it as root: bash slurm/start_two_host_cluster.sh"
-
-
 @pytest.fixture(scope="module")
 def two_hosts() -> Iterator[None]:
-    """SLURM_CONF → the two-host cluster for this module (sbatch exports it to the jobs too)."""
-    reason = _two_hosts_up()
-    if reason:
-        pytest.skip(reason)
+    """SLURM_CONF → the two-host cluster for this module (sbatch exports it to the jobs too); skips unless
+    both of its hosts are up."""
+    if reason := slurm_cluster_up(TWO_HOST_CONF, HOSTS):
+        pytest.skip(f"{reason}; start the two-host cluster as root: bash slurm/start_two_host_cluster.sh")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", str(TWO_HOST_CONF))
         patch.setenv("OMP_NUM_THREADS", "1")
@@ -100,18 +83,6 @@ class RankProbe(L.Callback):
 
 
 @dataclass
-class ProbedFit:
-    """gdm.training.fit.fit_cell, with a RankProbe writing under `out`."""
-
-    out: Path
-
-    def __call__(self, cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugins=None) -> Path:
-        from gdm.training.fit import fit_cell
-
-        return fit_cell(cfg, cell, progress=progress, plugins=plugins, callbacks=[RankProbe(self.out)])
-
-
-@dataclass
 class Run:
     """One submitted training job of one cell, and what its probe recorded."""
 
@@ -119,6 +90,7 @@ class Run:
     cell: Cell
     out: Path
     job_id: str
+    fit: FitWith
 
     @property
     def directory(self) -> Path:
@@ -132,62 +104,43 @@ class Run:
         return torch.load(self.out / f"weights-rank{rank}.pt", weights_only=True)
 
     def model(self) -> dict[str, torch.Tensor]:
-        return torch.load(self.directory / "model.pt", weights_only=True)["state_dict"]
+        return saved_weights(self.directory / "model.pt")
 
     def log(self, stream: str = "err") -> str:
         """The tails of the job's logs (submitit's own messages are in `out`, Python's errors in `err`)."""
         return "\n".join(p.read_text()[-3000:] for p in sorted((self.cfg.run_dir / "jobs").rglob(f"*.{stream}")))
 
-
-def tiny_config(root: Path, layout: list[str]) -> ExperimentConfig:
-    from conftest import TINY_OVERRIDES
-
-    return load_config(None, [*TINY_OVERRIDES, f"root={root / 'runs'}", *RESOURCES, *STEPS, *layout])
+    def diagnosis(self) -> str:
+        """What a failed wait shows: the job's error logs, then its status record (last, so never cut off)."""
+        return f"{self.log()}\nstatus {read_status(self.directory)}"
 
 
-def submit(root: Path, layout: list[str], cell: Cell | None = None) -> Run:
+def layout_config(root: Path, layout: list[str]) -> ExperimentConfig:
+    return tiny_config(root / "runs", *RESOURCES, *STEPS, *layout)
+
+
+def submit(root: Path, layout: list[str], cell: Cell | None = None, hold_at: int | None = None) -> Run:
     """Prepare the data here, then submit the training job of `cell` (default: the config's one cell)
-    as `gdm run` would (a TrainJob)."""
-    from gdm.data.prepare import prepare_dataset
+    as `gdm run` would (a TrainJob), with a RankProbe, and held once at step `hold_at` if given."""
     from launch.executors import job_name, make_executor
     from launch.jobs import TrainJob
 
-    cfg = tiny_config(root, layout)
+    cfg = prepared(layout_config(root, layout))
     cell = cell or expand_cells(cfg)[0]
-    prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
     out = root / "probe"
     out.mkdir(parents=True)
+    fit = FitWith(callbacks=(RankProbe(out),), hold_at=hold_at, markers=out / "held")
     executor = make_executor("slurm", cfg.run_dir / "jobs" / "%j", cfg.launch.train, 1,
                              name=job_name(cfg.name, "train"))
-    job = executor.submit(TrainJob(cfg, cell, fit=ProbedFit(out)))
-    return Run(cfg, cell, out, str(job.job_id))
-
-
-def read_status(directory: Path) -> dict:
-    """The owner's record (status.json) with the state and job id that gdm.lifecycle derives."""
-    status = lifecycle.status(directory)
-    return {**status.record, "state": status.state.value, "job_id": status.job_id, "error": status.error}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, run: Run) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}; status {read_status(run.directory)}\n{run.log()}")
-        time.sleep(0.5)
+    job = executor.submit(TrainJob(cfg, cell, fit=fit))
+    return Run(cfg, cell, out, str(job.job_id), fit)
 
 
 def wait_done(run: Run, timeout: float = 240) -> dict:
-    wait_for(lambda: read_status(run.directory)["state"] in ("done", "failed"), timeout, "the job", run)
+    wait_for(lambda: read_status(run.directory)["state"] in ("done", "failed"), timeout, "the job", run.diagnosis)
     record = read_status(run.directory)
     assert record["state"] == "done", (record, run.log())
     return record
-
-
-def assert_same_weights(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> None:
-    assert ours.keys() == theirs.keys()
-    for key in ours:  # gloo sums two addends in either order to the same float: equal bit for bit
-        assert torch.equal(ours[key], theirs[key]), (key, (ours[key] - theirs[key]).abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +151,7 @@ def one_node_reference(two_hosts, tmp_path_factory) -> Run:
     is part of the cell hash, so the one-node config alone would name, and seed, another cell.
     """
     root = tmp_path_factory.mktemp("one-node")
-    run = submit(root, ONE_NODE, cell=expand_cells(tiny_config(root, TWO_NODES))[0])
+    run = submit(root, ONE_NODE, cell=expand_cells(layout_config(root, TWO_NODES))[0])
     record = wait_done(run)
     assert record["world_size"] == 2
     assert {s["node_rank"] for r in (0, 1) for s in run.starts(r)} == {0}
@@ -227,6 +180,7 @@ def test_two_node_ddp_matches_one_node(one_node_reference, tmp_path, monkeypatch
     assert [len(s) for s in starts] == [1, 1], starts
     assert [s[0]["node_rank"] for s in starts] == [0, 1] and {s[0]["world_size"] for s in starts} == {2}
     assert {s[0]["host"] for s in starts} == HOSTS  # one rank per host
+    # gloo sums two addends in either order to the same float: equal bit for bit
     assert_same_weights(run.weights(0), run.weights(1))
     assert_same_weights(run.model(), one_node_reference.model())
     shim = [json.loads(line) for line in log.read_text().splitlines()]
@@ -235,9 +189,14 @@ def test_two_node_ddp_matches_one_node(one_node_reference, tmp_path, monkeypatch
 
 
 def test_preempted_two_node_job_requeues_and_resumes(one_node_reference, tmp_path):
-    run = submit(tmp_path, TWO_NODES)
-    wait_for(lambda: (run.directory / "last.ckpt").exists() and (read_status(run.directory).get("step") or 0) >= 25,
-             180, "a checkpoint at step ≥ 25", run)
+    """USR2 while both ranks train, then the same job resumes from last.ckpt to the reference's weights.
+
+    Both ranks hold at step HOLD_AT, after its checkpoint (lightning_helpers.HoldOnce), until the test has
+    signalled them. Racing a fixed step count instead, the job once reached its last step on a loaded CI
+    machine before the USR2 landed. The requeued run finds its hold markers and trains on; holding changes
+    no weight (the final weights still equal the uninterrupted one-node reference's, bit for bit)."""
+    run = submit(tmp_path, TWO_NODES, hold_at=HOLD_AT)
+    wait_for(lambda: run.fit.holding(run.cell, ranks=2), 180, f"both ranks holding at step {HOLD_AT}", run.diagnosis)
     subprocess.run(["scancel", "--signal=USR2", run.job_id], check=True)  # preemption: every task gets USR2
     record = wait_done(run, timeout=300)  # the requeued job waits cred_expire (20 s here) to start again
     assert record["job_id"] == run.job_id  # the same job, requeued
@@ -246,7 +205,7 @@ def test_preempted_two_node_job_requeues_and_resumes(one_node_reference, tmp_pat
     for rank in (0, 1):
         first, second = run.starts(rank)
         assert (first["step"], first["restart"]) == (0, 0)
-        assert second["restart"] == 1 and 25 <= second["step"] < 400, second  # resumed, not restarted
+        assert second["restart"] == 1 and HOLD_AT <= second["step"] < 400, second  # resumed, not restarted
         assert first["node_rank"] == second["node_rank"] == rank
     assert_same_weights(run.weights(0), run.weights(1))
     assert_same_weights(run.model(), one_node_reference.model())  # resume on two hosts = one uninterrupted node

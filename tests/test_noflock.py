@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_launch import FakeFit, events, fake_steps, tiny_cfg
+from helpers import SLURM_OVERRIDES, FakeFit, events, fake_steps, slurm_cluster_up, tiny_config
 
 from gdm import lifecycle
 from gdm.cells import Files, expand_cells, expand_pairs
@@ -53,8 +53,8 @@ def shim_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_flock_mode_refuses_such_a_folder_in_one_clear_message(noflock, tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides, "launch.ownership=flock")
+def test_flock_mode_refuses_such_a_folder_in_one_clear_message(noflock, tiny_root):
+    cfg = tiny_config(tiny_root, "launch.ownership=flock")
     cell = expand_cells(cfg)[0]
     with pytest.raises(lifecycle.FlockUnsupported) as caught:
         run_grid(cfg, progress=False, steps=fake_steps())
@@ -66,8 +66,8 @@ def test_flock_mode_refuses_such_a_folder_in_one_clear_message(noflock, tiny_ove
         lifecycle.Lease(cell.directory(cfg)).acquire()  # the lease itself never leaks a bare OSError
 
 
-def test_auto_says_so_once_and_the_grid_ends_done_in_process(noflock, tiny_overrides, capsys):
-    cfg = tiny_cfg(tiny_overrides)  # launch.ownership=auto
+def test_auto_says_so_once_and_the_grid_ends_done_in_process(noflock, tiny_root, capsys):
+    cfg = tiny_config(tiny_root)  # launch.ownership=auto
     summary = run_grid(cfg, progress=False, steps=fake_steps())
     assert len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2 and not summary["failed"], summary
     warnings = [line for line in capsys.readouterr().err.splitlines() if "does not support flock" in line]
@@ -78,8 +78,8 @@ def test_auto_says_so_once_and_the_grid_ends_done_in_process(noflock, tiny_overr
     assert [r["state"] for r in rows] == ["done"] * 6
 
 
-def test_job_ownership_runs_a_local_executor_grid_without_flock(noflock, tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides, "launch.executor=local", "launch.max_parallel=2", "launch.poll_seconds=0.2")
+def test_job_ownership_runs_a_local_executor_grid_without_flock(noflock, tiny_root):
+    cfg = tiny_config(tiny_root, "launch.executor=local", "launch.max_parallel=2", "launch.poll_seconds=0.2")
     summary = run_grid(cfg, progress=False, steps=fake_steps(delay=0.3))
     assert len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2 and not summary["failed"], summary
     log = shim_log(noflock)
@@ -103,8 +103,8 @@ def _hold_in_subprocess(cfg, folder: Path) -> subprocess.Popen:
     return holder
 
 
-def test_a_job_lease_is_exclusive_while_its_owner_lives_and_taken_once_it_died(noflock, tiny_overrides):
-    cfg = tiny_cfg(tiny_overrides, "launch.ownership=job")
+def test_a_job_lease_is_exclusive_while_its_owner_lives_and_taken_once_it_died(noflock, tiny_root):
+    cfg = tiny_config(tiny_root, "launch.ownership=job")
     folder, mine = cfg.run_dir / "cell", owners.ownership(cfg)
     holder = _hold_in_subprocess(cfg, folder)
     try:
@@ -133,9 +133,9 @@ def test_the_job_judge(tmp_path):
     assert not judge({"host": me["host"], "pid": os.getpid(), "pid_start": "0"})  # a reused pid
 
 
-def test_ddp_ranks_above_0_follow_status_json_never_the_lease(noflock, tiny_overrides):
+def test_ddp_ranks_above_0_follow_status_json_never_the_lease(noflock, tiny_root):
     """Rank 1 of SLURM job 55 works once status.json names job 55's current attempt as the owner."""
-    cfg = tiny_cfg(tiny_overrides, "trainer.devices=2")
+    cfg = tiny_config(tiny_root, "trainer.devices=2")
     cell = expand_cells(cfg)[0]
     folder = cell.directory(cfg)
     rank1 = read_slurm_env({"SLURM_JOB_ID": "55", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2",
@@ -153,15 +153,13 @@ def test_ddp_ranks_above_0_follow_status_json_never_the_lease(noflock, tiny_over
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_job_ownership_runs_a_slurm_grid_without_flock(noflock, tiny_overrides, monkeypatch):
+def test_job_ownership_runs_a_slurm_grid_without_flock(noflock, tiny_root, monkeypatch):
     """The one-node SLURM cluster: the driver settles `auto` to job, the jobs (shim: no flock) own their
     folders by job id, and `status` shows them running from squeue while they run."""
-    from test_slurm import SLURM_OVERRIDES, _cluster_up
-
-    if not _cluster_up():
-        pytest.skip("no SLURM cluster up (start one as root: bash slurm/start_local_cluster.sh)")
+    if reason := slurm_cluster_up():
+        pytest.skip(f"{reason}; start one as root: bash slurm/start_local_cluster.sh")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # sbatch exports the environment (and the shim) to the jobs
-    cfg = tiny_cfg(tiny_overrides, *SLURM_OVERRIDES, "n_train=[1]")
+    cfg = tiny_config(tiny_root, *SLURM_OVERRIDES, "n_train=[1]")
     summary, seen = {}, set()
     driver = threading.Thread(target=lambda: summary.update(run_grid(cfg, progress=False,
                                                                      steps=fake_steps(delay=4.0))))
@@ -179,11 +177,11 @@ def test_job_ownership_runs_a_slurm_grid_without_flock(noflock, tiny_overrides, 
     assert [r["state"] for r in status_rows(watcher)] == ["done"] * 3
 
 
-def test_status_and_cancel_commands_work_without_flock(noflock, tiny_overrides, tmp_path, capsys):
+def test_status_and_cancel_commands_work_without_flock(noflock, tiny_root, tmp_path, capsys):
     from gdm.cli import main
     from gdm.config import to_yaml
 
-    cfg = tiny_cfg(tiny_overrides)
+    cfg = tiny_config(tiny_root)
     run_grid(cfg, progress=False, steps=fake_steps())
     capsys.readouterr()
     path = tmp_path / "tiny.yaml"

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 
 from gdm import lifecycle, wandb_log
-from gdm.cells import expand_cells, expand_pairs
+from gdm.cells import data_dir, expand_cells, expand_pairs
 from gdm.config import load_config
 from gdm.io import stable_hash
 from gdm.wandb_log import offline_run_dirs
@@ -19,18 +20,16 @@ from gdm.wandb_log import offline_run_dirs
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    from conftest import TINY_OVERRIDES
-
     from launch.grid import run_grid
 
-    cfg = pipeline_config(tmp_path_factory.mktemp("pipeline"), TINY_OVERRIDES)
+    cfg = pipeline_config(tmp_path_factory.mktemp("pipeline"))
     summary = run_grid(cfg, progress=False)
     return cfg, summary
 
 
-def pipeline_config(root, tiny_overrides):
-    return load_config(None, [*tiny_overrides, f"root={root}/runs", "eval.jacobian.enabled=true",
-                              "eval.jacobian.num_images=1", "eval.jacobian.chunk=64"])
+def pipeline_config(root):
+    return tiny_config(Path(root) / "runs", "eval.jacobian.enabled=true", "eval.jacobian.num_images=1",
+                       "eval.jacobian.chunk=64")
 
 
 def test_every_cell_has_a_checkpoint_and_model(finished):
@@ -97,7 +96,7 @@ def test_nearest_training_image_is_the_most_correlated_in_each_split(finished):
         arrays = torch.load(pair.directory(cfg) / "samples.pt", weights_only=True)
         valid = arrays["valid"]
         for split in ("A", "B"):
-            train = load_split(cfg.run_dir / "data" / pair.dataset, split, pair.n).numpy()
+            train = load_split(data_dir(cfg, pair.dataset), split, pair.n).numpy()
             scores = _correlation(arrays[f"samples_{split}"][valid].numpy(), train)
             assert np.array_equal(arrays[f"nearest_index_{split}_correlation"].numpy(), scores.argmax(1)), (
                 pair.n,
@@ -224,12 +223,10 @@ def test_results_are_bit_identical_to_the_committed_reference(finished):
 if __name__ == "__main__":  # regenerate the reference (run from the repository root)
     import tempfile
 
-    from conftest import TINY_OVERRIDES
-
     from launch.grid import run_grid
 
     with tempfile.TemporaryDirectory() as root:
-        config = pipeline_config(root, TINY_OVERRIDES)
+        config = pipeline_config(root)
         run_grid(config, progress=False)
         REFERENCE.parent.mkdir(exist_ok=True)
         REFERENCE.write_text(json.dumps(pair_numbers(config), indent=1, sort_keys=True) + "\n")

@@ -15,25 +15,17 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import prepared, tiny_config
+from lightning_helpers import Stop
 
 from gdm.cells import expand_cells
-from gdm.config import load_config
 from gdm.training.fit import fit_cell
 from gdm.training.model_file import load_denoiser
 
-prepare = pytest.importorskip("gdm.data.prepare", reason="gdm.data.prepare (data layer) is not available yet")
 STOP_AT, MAX_STEPS = 3, 6
-
-
-class Stop(L.Callback):
-    """Simulated preemption before step `at` (after the checkpoint at step `at` was written)."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            raise RuntimeError("simulated preemption")
+# One cell, stopped after the checkpoint at STOP_AT and resumed to MAX_STEPS, a loss logged every step.
+SETTINGS = ["wandb.mode=disabled", "n_train=[4]", "splits=[A]", f"trainer.max_steps={MAX_STEPS}",
+            f"trainer.checkpoint_every={STOP_AT}", "trainer.log_every=1"]
 
 
 class Probe(L.Callback):
@@ -58,14 +50,6 @@ class Probe(L.Callback):
             self.activation_dtype = output.dtype
 
 
-def tiny_cfg(root: Path, switch: str):
-    from conftest import TINY_OVERRIDES
-
-    return load_config(None, [*TINY_OVERRIDES, f"root={root}", "wandb.mode=disabled", "n_train=[4]", "splits=[A]",
-                              f"trainer.max_steps={MAX_STEPS}", f"trainer.checkpoint_every={STOP_AT}",
-                              "trainer.log_every=1", switch])
-
-
 def losses(directory: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
@@ -73,8 +57,7 @@ def losses(directory: Path) -> dict[int, float]:
 
 def train_with_resume(tmp_path: Path, switch: str) -> tuple[Path, Probe, Probe]:
     """Train to step 3, stop, resume to step 6; the probes of the first and the resumed run."""
-    cfg = tiny_cfg(tmp_path, switch)
-    prepare.prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+    cfg = prepared(tiny_config(tmp_path, *SETTINGS, switch))
     cell = expand_cells(cfg)[0]
     first, resumed = Probe(), Probe()
     with pytest.raises(RuntimeError, match="simulated preemption"):

@@ -6,20 +6,33 @@ The cluster has no accounting, so outcomes are read from the run directories.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cloudpickle
 import pytest
-from test_launch import FakeEval, _event, assert_evals_after_cells, events, fake_prepare, fake_steps, tiny_cfg
+from helpers import (
+    SLURM_OVERRIDES,
+    FakeEval,
+    assert_evals_after_cells,
+    assert_same_weights,
+    events,
+    fake_prepare,
+    fake_steps,
+    log_event,
+    prepared,
+    read_status,
+    saved_weights,
+    slurm_cluster_up,
+    tiny_config,
+    wait_for,
+)
 
 from gdm import lifecycle
 from gdm.cells import expand_cells, expand_pairs
@@ -31,34 +44,17 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # stand-ins travel 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# Small jobs so that two fit on the 2-CPU test node at once.
-SLURM_OVERRIDES = ["launch.executor=slurm", "launch.max_parallel=2", "launch.poll_seconds=1",
-                   "launch.train.cpus_per_task=1", "launch.train.mem_gb=1", "launch.train.time_min=20",
-                   "launch.eval.cpus_per_task=1", "launch.eval.mem_gb=1", "launch.eval.time_min=20",
-                   "launch.prepare.cpus_per_task=1", "launch.prepare.mem_gb=1", "launch.prepare.time_min=20"]
-
-
-def _cluster_up() -> bool:
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return False
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
-    except (subprocess.SubprocessError, OSError):
-        return False
-    return any(s.strip().rstrip("*") in ("idle", "mixed", "allocated", "completing") for s in out.split())
 
 
 @pytest.fixture(autouse=True)
 def cluster():
-    if not _cluster_up():
-        pytest.skip("no SLURM cluster up (start one as root: bash slurm/start_local_cluster.sh)")
+    if reason := slurm_cluster_up():
+        pytest.skip(f"{reason}; start one as root: bash slurm/start_local_cluster.sh")
 
 
 @pytest.fixture
-def real_steps():
-    for module in ("gdm.training.fit", "gdm.evaluate", "gdm.data.prepare", "gdm.report"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not written yet")
+def real_steps() -> GridSteps:
+    """The library's own steps: gdm.data.prepare, gdm.training.fit, gdm.evaluate, gdm.report."""
     return GridSteps()
 
 
@@ -68,8 +64,9 @@ def _quiet_threads(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
 
 
-def slurm_cfg(tiny_overrides, *extra):
-    return tiny_cfg(tiny_overrides, *SLURM_OVERRIDES, *extra)
+def slurm_cfg(root: Path, *extra: str):
+    """The tiny experiment run as small SLURM jobs (helpers.SLURM_OVERRIDES)."""
+    return tiny_config(root, *SLURM_OVERRIDES, *extra)
 
 
 def numbers(obj, prefix=""):
@@ -81,24 +78,10 @@ def numbers(obj, prefix=""):
     return {prefix: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
-        time.sleep(0.2)
-
-
-def read_status(directory) -> dict:
-    """The owner's record with the derived state, job id and error (gdm.lifecycle.status)."""
-    status = lifecycle.status(directory)
-    return {**status.record, "state": status.state.value, "job_id": status.job_id, "error": status.error}
-
-
 # --- orchestration with stand-ins: runs whether or not training exists yet ---------------------
 
-def test_grid_of_stand_ins_runs_as_arrays_and_waits_for_cells(tiny_overrides):
-    cfg = slurm_cfg(tiny_overrides)
+def test_grid_of_stand_ins_runs_as_arrays_and_waits_for_cells(tiny_root):
+    cfg = slurm_cfg(tiny_root)
     bad = expand_cells(cfg)[3]
     summary = run_grid(cfg, progress=False, steps=fake_steps(fail=(bad.cell_id,), delay=2.0))
     assert summary["failed"] == [bad.cell_id] and len(summary["trained"]) == 3
@@ -119,11 +102,11 @@ def _squeue(*fields: str) -> list[list[str]]:
     return [line.split("|") for line in out.splitlines() if line.strip()]
 
 
-def test_detach_submits_everything_with_dependencies_then_status_and_cancel(tiny_overrides, capsys):
+def test_detach_submits_everything_with_dependencies_then_status_and_cancel(tiny_root, capsys):
     from gdm.cli import main
     from launch.grid import submit_detached
 
-    cfg = slurm_cfg(tiny_overrides, "name=detached")
+    cfg = slurm_cfg(tiny_root, "name=detached")
     jobs = submit_detached(cfg, steps=fake_steps(delay=60.0))  # returns at once; the jobs are queued
     assert len(jobs["train"]) == 4 and len(jobs["eval"]) == 2
     queued = {row[0]: row for row in _squeue("%i", "%j", "%E")}
@@ -139,21 +122,28 @@ def test_detach_submits_everything_with_dependencies_then_status_and_cancel(tiny
     assert pair.pair_id in table and jobs["eval"][0] in table
     assert main(["cancel", resolved]) == 0
     assert "gdm cancel detached:" in capsys.readouterr().out
-    _wait_for(lambda: not any(row[1].startswith("gdm-detached-") for row in _squeue("%i", "%j")), 60, "cancellation")
+    wait_for(lambda: not any(row[1].startswith("gdm-detached-") for row in _squeue("%i", "%j")), 60, "cancellation")
     assert all(lifecycle.status(c.directory(cfg)).state != lifecycle.State.RUNNING for c in expand_cells(cfg))
 
 
 @dataclass
 class StepFit:
-    """A stand-in training loop that 'checkpoints' its step to a file and resumes from it."""
+    """A stand-in training loop that 'checkpoints' its step to a file and resumes from it. The first time a
+    cell reaches step `hold_at` it writes `held_marker` and sleeps until a signal ends the job (at most 300 s):
+    the test signals it there, never after its last step, however loaded the machine."""
 
     steps: int = 30
+    hold_at: int = 3
 
     def __call__(self, cfg, cell, *, progress=False, plugins=None):
         ckpt = cell.directory(cfg) / "last.ckpt"
         step = int(ckpt.read_text()) if ckpt.exists() else 0
-        _event(cfg, kind="train", id=cell.cell_id, what="start", step=step)
+        log_event(cfg, kind="train", id=cell.cell_id, what="start", step=step)
         while step < self.steps:
+            if step == self.hold_at and not held_marker(cfg, cell).exists():
+                held_marker(cfg, cell).parent.mkdir(parents=True, exist_ok=True)
+                held_marker(cfg, cell).touch()
+                time.sleep(300)
             time.sleep(0.5)
             step += 1
             ckpt.write_text(str(step))
@@ -161,15 +151,18 @@ class StepFit:
         return cell.directory(cfg)
 
 
-def test_stand_in_preemption_requeues_and_resumes(tiny_overrides):
-    cfg = slurm_cfg(tiny_overrides, "n_train=[1]", "splits=[A]")
+def held_marker(cfg, cell) -> Path:
+    return cfg.run_dir / "held" / cell.cell_id  # a cell id is <dataset>/<folder>
+
+
+def test_stand_in_preemption_requeues_and_resumes(tiny_root):
+    cfg = slurm_cfg(tiny_root, "n_train=[1]", "splits=[A]")
     cell = expand_cells(cfg)[0]
     result: dict = {}
     steps = GridSteps(prepare=fake_prepare, verify=None, fit=StepFit(), evaluate=FakeEval(), report=None)
     driver = threading.Thread(target=lambda: result.update(run_grid(cfg, progress=False, steps=steps)))
     driver.start()
-    ckpt = cell.directory(cfg) / "last.ckpt"
-    _wait_for(lambda: ckpt.exists() and int(ckpt.read_text() or 0) >= 3, 120, "a few steps")
+    wait_for(held_marker(cfg, cell).exists, 120, "the job holding at step 3")
     job_id = _job_of(cfg, cell)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     driver.join(timeout=400)  # SLURM holds a requeued job ~2 min before it starts again
@@ -181,8 +174,8 @@ def test_stand_in_preemption_requeues_and_resumes(tiny_overrides):
 
 # --- the real pipeline ---------------------------------------------------------------------------
 
-def test_grid_on_slurm_equals_inprocess(tiny_overrides, tmp_path, real_steps):
-    cfg = slurm_cfg(tiny_overrides)
+def test_grid_on_slurm_equals_inprocess(tiny_root, tmp_path, real_steps):
+    cfg = slurm_cfg(tiny_root)
     summary = run_grid(cfg, progress=False)
     assert not summary["failed"] and len(summary["trained"]) == 4 and len(summary["evaluated"]) == 2
     for cell in expand_cells(cfg):
@@ -190,7 +183,7 @@ def test_grid_on_slurm_equals_inprocess(tiny_overrides, tmp_path, real_steps):
     for pair in expand_pairs(cfg):  # each evaluation started after both of its cells ended
         started = read_status(pair.directory(cfg))["started"]
         assert all((c.directory(cfg) / "DONE").stat().st_mtime <= started for c in pair.cells)
-    local = tiny_cfg([*tiny_overrides, f"root={tmp_path / 'inprocess'}"])
+    local = tiny_config(tmp_path / "inprocess")
     run_grid(local, progress=False)
     for pair in expand_pairs(cfg):
         ours = numbers(json.loads((pair.directory(cfg) / "results.json").read_text()))
@@ -198,18 +191,17 @@ def test_grid_on_slurm_equals_inprocess(tiny_overrides, tmp_path, real_steps):
         assert ours.keys() == theirs.keys() and ours == pytest.approx(theirs, rel=1e-5, abs=1e-6)
 
 
-def test_two_task_ddp_job(tiny_overrides, real_steps):
+def test_two_task_ddp_job(tiny_root, real_steps):
     from launch.executors import make_executor
     from launch.jobs import TrainJob
 
-    cfg = slurm_cfg(tiny_overrides, "n_train=[4]", "splits=[A]", "launch.train.tasks_per_node=2",
+    cfg = slurm_cfg(tiny_root, "n_train=[4]", "splits=[A]", "launch.train.tasks_per_node=2",
                      "trainer.devices=2", "launch.train.mem_gb=2")  # two ranks each need their memory
     cell = expand_cells(cfg)[0]
-    for name, data in cfg.datasets.items():
-        real_steps.prepare(data, cfg.run_dir / "data" / name)
+    prepared(cfg)
     executor = make_executor("slurm", cfg.run_dir / "jobs" / "%j", cfg.launch.train, 1)
     job = executor.submit(TrainJob(cfg, cell))
-    _wait_for(lambda: job.paths.result_pickle.exists() or read_status(cell.directory(cfg))["state"] == "done",
+    wait_for(lambda: job.paths.result_pickle.exists() or read_status(cell.directory(cfg))["state"] == "done",
               300, "the DDP job")
     record = read_status(cell.directory(cfg))
     assert record["state"] == "done", (record, job.paths.stderr.read_text() if job.paths.stderr.exists() else "")
@@ -220,15 +212,22 @@ def _job_of(cfg, cell) -> str:
     return str(read_status(cell.directory(cfg)).get("job_id"))
 
 
-def test_preempted_job_requeues_and_killed_job_is_resubmitted(tiny_overrides, tmp_path, real_steps):
+def test_preempted_job_requeues_and_killed_job_is_resubmitted(tiny_root, tmp_path, real_steps):
+    """Both cells' jobs hold at step 50, after its checkpoint (lightning_helpers.HoldOnce), until the test
+    has signalled them: racing a fixed step count, a job on a loaded machine once reached its last step before
+    the signal landed. The requeued run finds its hold marker and trains on; holding changes no weight."""
+    from lightning_helpers import FitWith
+
     long = ["n_train=[1]", "trainer.max_steps=1500", "trainer.checkpoint_every=50", "trainer.log_every=50"]
-    cfg = slurm_cfg(tiny_overrides, *long)
+    cfg = slurm_cfg(tiny_root, *long)
     preempted, killed = expand_cells(cfg)
+    fit = FitWith(hold_at=50, markers=tmp_path / "held")
     result: dict = {}
-    driver = threading.Thread(target=lambda: result.update(run_grid(cfg, progress=False)))
+    driver = threading.Thread(target=lambda: result.update(run_grid(cfg, progress=False,
+                                                                     steps=replace(real_steps, fit=fit))))
     driver.start()
     for cell in (preempted, killed):
-        _wait_for(lambda c=cell: (c.directory(cfg) / "last.ckpt").exists(), 240, f"{cell.cell_id} checkpoint")
+        wait_for(lambda c=cell: fit.holding(c), 240, f"{cell.cell_id} holding at step 50 after its checkpoint")
     subprocess.run(["scancel", "--signal=USR2", _job_of(cfg, preempted)], check=True)
     subprocess.run(["scancel", _job_of(cfg, killed)], check=True)
     driver.join(timeout=480)  # the requeued job waits ~2 min before it starts again
@@ -237,20 +236,16 @@ def test_preempted_job_requeues_and_killed_job_is_resubmitted(tiny_overrides, tm
     done_job = _job_of(cfg, preempted)
     again = run_grid(cfg, progress=False)
     assert again["trained"] == [killed.cell_id] and _job_of(cfg, preempted) == done_job
-    reference = tiny_cfg([*tiny_overrides, *long, f"root={tmp_path / 'reference'}"])
+    reference = tiny_config(tmp_path / "reference", *long)
     run_grid(reference, progress=False)
-    import torch
-
     for cell in (preempted, killed):
-        ours = torch.load(cell.directory(cfg) / "model.pt", weights_only=True)["state_dict"]
-        theirs = torch.load(cell.directory(reference) / "model.pt", weights_only=True)["state_dict"]
-        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+        assert_same_weights(saved_weights(cell.directory(cfg) / "model.pt"),
+                            saved_weights(cell.directory(reference) / "model.pt"))
 
 
-def test_hand_submitted_array(tiny_overrides, tmp_path, real_steps):
-    cfg = slurm_cfg(tiny_overrides)
-    for name, data in cfg.datasets.items():
-        real_steps.prepare(data, cfg.run_dir / "data" / name)
+def test_hand_submitted_array(tiny_root, tiny_overrides, tmp_path, real_steps):
+    cfg = slurm_cfg(tiny_root)
+    prepared(cfg)
     env = {**os.environ, "GDM": f"{sys.executable} -m gdm.cli"}
     sbatch = ["sbatch", "--wait", "-J", job_name(cfg.name, "train"), "--array=0-3", "--mem=1G",
               "--cpus-per-task=1", "--time=20",

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import prepared, slurm_cluster_up, wait_for
 
 from gdm import lifecycle
 from gdm.cells import expand_cells
@@ -67,36 +66,16 @@ def test_config_refuses_bad_requeue_settings(override, message):
 
 # --- on a cluster --------------------------------------------------------------------------------
 
-def _answers(env: dict[str, str]) -> bool:
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env, timeout=20).stdout
-    except (subprocess.SubprocessError, OSError):
-        return False
-    return any(s.rstrip("*") in ("idle", "mixed", "allocated", "completing") for s in out.split())
-
-
 @pytest.fixture
 def cluster(monkeypatch) -> Iterator[str]:
     """SLURM_CONF of the cluster the jobs go to (sbatch exports it to them); skips without one."""
-    if shutil.which("sbatch") is None:
-        pytest.skip("no SLURM cluster (start one as root: bash slurm/start_local_cluster.sh)")
-    if TWO_HOST_CONF.is_file() and _answers({**os.environ, "SLURM_CONF": str(TWO_HOST_CONF)}):
+    if slurm_cluster_up(TWO_HOST_CONF) is None:
         monkeypatch.setenv("SLURM_CONF", str(TWO_HOST_CONF))
-    elif not _answers({k: v for k, v in os.environ.items() if k != "SLURM_CONF"}):
-        pytest.skip("no SLURM cluster up (start one as root: bash slurm/start_local_cluster.sh)")
-    else:
-        monkeypatch.delenv("SLURM_CONF", raising=False)
+    elif reason := slurm_cluster_up():
+        pytest.skip(f"{reason}; start one as root: bash slurm/start_local_cluster.sh")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("WANDB_MODE", "offline")
     yield os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}\n{log()[-4000:]}")
-        time.sleep(0.5)
 
 
 @pytest.mark.slurm
@@ -113,20 +92,17 @@ def test_submitted_job_has_its_name_signal_and_requeue_budget(cluster, tmp_path)
     assert "#SBATCH --job-name=gdm-tiny-prepare" in script and "#SBATCH --signal=USR2@90" in script
     # submitit's slurm_max_num_timeout: the time-limit requeues the job has left.
     assert DelayedSubmission.load(job.paths.submitted_pickle)._timeout_countdown == 7
-    wait_for(job.paths.result_pickle.exists, 120, "the job's result", lambda: "")
+    wait_for(job.paths.result_pickle.exists, 120, "the job's result")
     assert job.result() == 3
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_hand_submitted_train_task_requeues_on_usr2_and_resumes(cluster, tiny_overrides, tmp_path):
-    from gdm.data.prepare import prepare_dataset
-
     overrides = [*tiny_overrides, "n_train=[4]", "splits=[A]", "wandb.mode=disabled", "trainer.max_steps=400",
                  "trainer.checkpoint_every=25", "trainer.log_every=25"]
-    cfg = load_config(ROOT / "configs/quickstart.yaml", overrides)
+    cfg = prepared(load_config(ROOT / "configs/quickstart.yaml", overrides))
     directory = expand_cells(cfg)[0].directory(cfg)
-    prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
     log_file = tmp_path / "train.out"
     env = {**os.environ, "GDM": f"{sys.executable} -m gdm.cli"}
     sbatch = ["sbatch", "--parsable", "--array=0", "--mem=1G", "--cpus-per-task=1", "--time=10",

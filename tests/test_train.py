@@ -10,65 +10,29 @@ import sys
 import textwrap
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_weights, prepared, saved_weights, tiny_config
+from lightning_helpers import AtStep, Stop
 
 from gdm import lifecycle
-from gdm.cells import expand_cells
-from gdm.config import load_config
+from gdm.cells import data_dir, expand_cells
 from gdm.training.fit import fit_cell
 from gdm.training.loss import NonFiniteLossError
 from gdm.training.model_file import load_denoiser
 
 REPO = Path(__file__).resolve().parents[1]
-prepare = pytest.importorskip("gdm.data.prepare", reason="gdm.data.prepare (data layer) is not available yet")
-
-
-def tiny_cfg(root: Path, *extra: str):
-    from conftest import TINY_OVERRIDES
-
-    return load_config(None, [*TINY_OVERRIDES, f"root={root}", "wandb.mode=disabled", *extra])
-
-
-def prepared(cfg):
-    prepare.prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
-    return cfg
+NO_WANDB = "wandb.mode=disabled"
 
 
 def cell_of(cfg, n: int = 4):
     return next(c for c in expand_cells(cfg) if c.n == n and c.split == "A")
 
 
-def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)["state_dict"]
-
-
-def assert_bitwise_equal(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-class Stop(L.Callback):
-    """Simulated preemption before step `at` (after the checkpoint at step `at` was written)."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            raise RuntimeError("simulated preemption")
-
-
-class PoisonWeights(L.Callback):
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            next(module.net.parameters()).data.fill_(float("nan"))
+class PoisonWeights(AtStep):
+    def act(self, trainer, module):
+        next(module.net.parameters()).data.fill_(float("nan"))
 
 
 def metrics_records(directory: Path) -> list[dict]:
@@ -81,7 +45,7 @@ def expected_validation_psnr(cfg, cell, directory: Path) -> dict[str, float]:
     generator seeded by eval.seed, as the pair's evaluation draws it."""
     from gdm.data.store import load_split
 
-    denoiser, data = load_denoiser(directory / "model.pt"), cfg.run_dir / "data" / cell.dataset
+    denoiser, data = load_denoiser(directory / "model.pt"), data_dir(cfg, cell.dataset)
     batches = {"train": load_split(data, cell.split, cell.n)[: cfg.eval.psnr_images],
                "test": load_split(data, "test", cfg.eval.psnr_images)}
     expected = {}
@@ -109,7 +73,7 @@ def assert_logged_steps_and_final_psnr(cfg, cell, directory: Path, logged_steps:
 
 
 def test_training_changes_weights_and_writes_outputs(tmp_path):
-    cfg = prepared(tiny_cfg(tmp_path, "trainer.max_steps=2", "trainer.log_every=1"))
+    cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.max_steps=2", "trainer.log_every=1"))
     cell = cell_of(cfg)
     directory = fit_cell(cfg, cell)
     model = torch.load(directory / "model.pt", weights_only=True)
@@ -123,7 +87,7 @@ def test_training_changes_weights_and_writes_outputs(tmp_path):
 
 
 def test_model_file_round_trips_through_load_denoiser(tmp_path):
-    cfg = prepared(tiny_cfg(tmp_path, "trainer.max_steps=1"))
+    cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.max_steps=1"))
     directory = fit_cell(cfg, cell_of(cfg))
     denoiser = load_denoiser(directory / "model.pt")
     payload = torch.load(directory / "model.pt", weights_only=True)
@@ -139,7 +103,7 @@ def test_model_file_round_trips_through_load_denoiser(tmp_path):
 
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = prepared(tiny_cfg(tmp_path))
+    cfg = prepared(tiny_config(tmp_path, NO_WANDB))
     cell = cell_of(cfg)
     with pytest.raises(NonFiniteLossError, match="last good last.ckpt"):
         fit_cell(cfg, cell, callbacks=[PoisonWeights(at=4)])
@@ -151,8 +115,8 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_resume_equals_uninterrupted_bitwise(tmp_path):
     extra = ("trainer.ema_decay=0.5", "trainer.lr_halve_every=2")  # EMA and LR schedule must resume too
-    straight = prepared(tiny_cfg(tmp_path / "straight", *extra))
-    resumed = prepared(tiny_cfg(tmp_path / "resumed", *extra))
+    straight = prepared(tiny_config(tmp_path / "straight", NO_WANDB, *extra))
+    resumed = prepared(tiny_config(tmp_path / "resumed", NO_WANDB, *extra))
     cell = cell_of(straight)
     fit_cell(straight, cell)
     with pytest.raises(RuntimeError, match="simulated preemption"):
@@ -160,8 +124,8 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path):
     assert torch.load(cell.directory(resumed) / "last.ckpt", weights_only=True)["global_step"] == 3
     fit_cell(resumed, cell)
     for name in ("last.ckpt", "model.pt"):
-        load = checkpoint_state if name == "last.ckpt" else lambda p: torch.load(p, weights_only=True)["state_dict"]
-        assert_bitwise_equal(load(cell.directory(straight) / name), load(cell.directory(resumed) / name))
+        assert_same_weights(saved_weights(cell.directory(straight) / name),
+                            saved_weights(cell.directory(resumed) / name))
 
 
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
@@ -189,7 +153,7 @@ def test_wandb_offline_run_holds_metrics(tmp_path):
 
     from gdm.wandb_log import offline_run_dirs
 
-    cfg = prepared(tiny_cfg(tmp_path, "wandb.mode=offline", "trainer.max_steps=2", "trainer.log_every=1"))
+    cfg = prepared(tiny_config(tmp_path, "wandb.mode=offline", "trainer.max_steps=2", "trainer.log_every=1"))
     cell = cell_of(cfg)
     fit_cell(cfg, cell)
     runs = offline_run_dirs(cfg)
@@ -208,18 +172,15 @@ DDP_OVERRIDES = ["wandb.mode=disabled", "trainer.devices=2", "trainer.max_steps=
 DDP_SCRIPT = """
 import sys, torch, lightning as L
 sys.path.insert(0, {tests!r})
-from conftest import TINY_OVERRIDES
+from helpers import prepared, tiny_config
 from gdm.cells import expand_cells
-from gdm.config import load_config
-from gdm.data.prepare import prepare_dataset
 from gdm.training.fit import fit_cell
 
 class DumpWeights(L.Callback):
     def on_fit_end(self, trainer, module):
         torch.save(module.state_dict(), {out!r} + f"/rank{{trainer.global_rank}}.pt")
 
-cfg = load_config(None, [*TINY_OVERRIDES, "root={root}", *{extra!r}])
-prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+cfg = prepared(tiny_config({root!r}, *{extra!r}))
 cell = [c for c in expand_cells(cfg) if c.n == 4][0]
 fit_cell(cfg, cell, callbacks=[DumpWeights()])
 """
@@ -238,8 +199,8 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
                           timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert_bitwise_equal(rank0, rank1)
-    cfg = tiny_cfg(tmp_path / "runs", *DDP_OVERRIDES)
+    assert_same_weights(rank0, rank1)
+    cfg = tiny_config(tmp_path / "runs", NO_WANDB, *DDP_OVERRIDES)
     directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
     assert lifecycle.status(directory).step == 4
     denoiser = load_denoiser(directory)
@@ -248,8 +209,7 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
 
 
 def test_streaming_path_trains(tmp_path):
-    pytest.importorskip("webdataset", reason="streaming needs webdataset")
-    cfg = prepared(tiny_cfg(tmp_path, "trainer.in_memory=false", "trainer.max_steps=2"))
+    cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.in_memory=false", "trainer.max_steps=2"))
     cell = cell_of(cfg)
     directory = fit_cell(cfg, cell)
     assert lifecycle.status(directory).state.value == "done"
@@ -259,10 +219,8 @@ def test_streaming_path_trains(tmp_path):
 NAN_SCRIPT = """
 import json, os, sys, time, lightning as L
 sys.path.insert(0, {tests!r})
-from conftest import TINY_OVERRIDES
+from helpers import prepared, tiny_config
 from gdm.cells import expand_cells
-from gdm.config import load_config
-from gdm.data.prepare import prepare_dataset
 from gdm.training.fit import fit_cell
 from launch.slurm import SlurmEnv
 from launch.task import run_owned
@@ -272,10 +230,10 @@ class PoisonRankOne(L.Callback):  # a NaN in rank 1's weights only: its loss alo
         if trainer.global_step == 3 and trainer.global_rank == 1:
             next(module.net.parameters()).data.fill_(float("nan"))
 
-cfg = load_config(None, [*TINY_OVERRIDES, "root={root}", *{extra!r}])
+cfg = tiny_config({root!r}, *{extra!r})
 rank = int(os.environ.get("LOCAL_RANK", 0))
 if rank == 0:
-    prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+    prepared(cfg)
 cell = [c for c in expand_cells(cfg) if c.n == 4][0]
 try:
     run_owned(cfg, cell, lambda: fit_cell(cfg, cell, callbacks=[PoisonRankOne()]), SlurmEnv(rank=rank, step_tasks=2))
@@ -302,7 +260,7 @@ def test_a_nan_on_one_ddp_rank_stops_both_ranks_and_is_recorded(tmp_path):
     ends = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(end["error"] and "training loss is non-finite on 1 rank(s) at step 3" in end["error"] for end in ends)
     assert abs(ends[0]["t"] - ends[1]["t"]) < 60
-    cfg = tiny_cfg(tmp_path / "runs", *extra)
+    cfg = tiny_config(tmp_path / "runs", NO_WANDB, *extra)
     directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
     record = json.loads((directory / "status.json").read_text())
     assert record["state"] == "failed" and "training loss is non-finite" in record["error"], record

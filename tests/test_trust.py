@@ -9,11 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_weights, prepared, saved_weights, tiny_config, wait_for
 
 from gdm import lifecycle
 from gdm.cells import Files, expand_cells, expand_pairs, item_folders, write_resolved_config
@@ -24,10 +24,6 @@ from gdm.report import make_report
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["n_train=[1]", "wandb.mode=disabled"]
 QUICK = str(REPO / "configs" / "quickstart.yaml")
-
-
-def tiny(tiny_overrides: list[str], *extra: str):
-    return load_config(None, [*tiny_overrides, *extra])
 
 
 def strict_json(path: Path):
@@ -51,20 +47,8 @@ def finished(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str,
     return process.returncode, out, err
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
-        time.sleep(0.05)
-
-
 def weights(cfg, cell) -> dict:
-    return torch.load(cell.directory(cfg) / Files.MODEL, weights_only=True)["state_dict"]
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return saved_weights(cell.directory(cfg) / Files.MODEL)
 
 
 def metrics_steps(directory: Path) -> list[int]:
@@ -178,6 +162,7 @@ def test_killed_driver_is_adopted_and_a_killed_group_resumes_bit_identically(tin
             lambda c=cell, g=cfg: lifecycle.owner_alive(c.directory(g)) and (c.directory(g) / Files.LAST_CKPT).exists(),
             240,
             "a cell mid-training",
+            poll=0.05,  # the cell trains for seconds only: catch it while it does
         )
         if mode == "driver":
             os.kill(driver.pid, signal.SIGKILL)  # its local job goes on as an orphan, still owning the cell
@@ -185,7 +170,8 @@ def test_killed_driver_is_adopted_and_a_killed_group_resumes_bit_identically(tin
             os.killpg(driver.pid, signal.SIGKILL)  # the driver and its jobs
         driver.wait()
         if mode == "group":
-            wait_for(lambda c=cell, g=cfg: not lifecycle.owner_alive(c.directory(g)), 30, "the lease to fall")
+            wait_for(lambda c=cell, g=cfg: not lifecycle.owner_alive(c.directory(g)), 30, "the lease to fall",
+                     poll=0.05)
             status = lifecycle.status(cell.directory(cfg))
             assert status.state == lifecycle.State.PENDING and "died" in status.error  # no dead job shown running
         code, out, err = finished(gdm("run", "--no-progress", QUICK, *args), 600)
@@ -205,12 +191,12 @@ def test_killed_driver_is_adopted_and_a_killed_group_resumes_bit_identically(tin
 
 # --- numerical health ---------------------------------------------------------------------------
 
-def test_diverging_training_fails_clearly_and_keeps_a_finite_resumable_checkpoint(tiny_overrides, capsys, caplog):
-    from gdm.data.prepare import prepare_dataset
+def test_diverging_training_fails_clearly_and_keeps_a_finite_resumable_checkpoint(tiny_root, tiny_overrides, capsys,
+                                                                                  caplog):
     from gdm.training.fit import fit_cell
 
-    bad = tiny(tiny_overrides, *SMALL, "trainer.lr=1e6", "trainer.checkpoint_every=1", "trainer.max_steps=8")
-    prepare_dataset(bad.datasets["disks"], bad.run_dir / "data" / "disks")
+    bad = prepared(tiny_config(tiny_root, *SMALL, "trainer.lr=1e6", "trainer.checkpoint_every=1",
+                               "trainer.max_steps=8"))
     cell = expand_cells(bad)[0]
     with pytest.raises(RuntimeError, match="NaN or infinite|loss is") as caught:
         fit_cell(bad, cell)
@@ -224,7 +210,7 @@ def test_diverging_training_fails_clearly_and_keeps_a_finite_resumable_checkpoin
     # a rerun with a sane lr resumes from it (copied into the sane cell's folder: its own settings). One
     # update at lr 1e6 leaves weights of order 1e6: finite, so kept and loadable, and training goes on from
     # its step; whether such weights can still recover is the optimizer's business, not the checkpoint's.
-    sane = tiny(tiny_overrides, *SMALL, "trainer.lr=1e-3", "trainer.checkpoint_every=1", "trainer.max_steps=8")
+    sane = tiny_config(tiny_root, *SMALL, "trainer.lr=1e-3", "trainer.checkpoint_every=1", "trainer.max_steps=8")
     target = expand_cells(sane)[0].directory(sane)
     target.mkdir(parents=True)
     (target / Files.LAST_CKPT).write_bytes((cell.directory(bad) / Files.LAST_CKPT).read_bytes())
@@ -248,15 +234,14 @@ def test_diverging_training_fails_clearly_and_keeps_a_finite_resumable_checkpoin
     assert not (expand_pairs(cfg)[0].directory(cfg) / Files.RESULTS).exists()  # never evaluated
 
 
-def test_a_resumed_checkpoint_takes_the_configs_lr(tiny_overrides):
-    from gdm.data.prepare import prepare_dataset
+def test_a_resumed_checkpoint_takes_the_configs_lr(tiny_root):
     from gdm.training.fit import fit_cell
 
-    first = tiny(tiny_overrides, *SMALL, "trainer.lr=1e-3", "trainer.max_steps=3", "trainer.checkpoint_every=3")
-    prepare_dataset(first.datasets["disks"], first.run_dir / "data" / "disks")
+    first = prepared(tiny_config(tiny_root, *SMALL, "trainer.lr=1e-3", "trainer.max_steps=3",
+                                 "trainer.checkpoint_every=3"))
     fit_cell(first, expand_cells(first)[0])
-    second = tiny(tiny_overrides, *SMALL, "trainer.lr=4e-4", "trainer.max_steps=6", "trainer.checkpoint_every=3",
-                  "trainer.lr_halve_every=4")
+    second = tiny_config(tiny_root, *SMALL, "trainer.lr=4e-4", "trainer.max_steps=6", "trainer.checkpoint_every=3",
+                         "trainer.lr_halve_every=4")
     target = expand_cells(second)[0].directory(second)
     target.mkdir(parents=True)
     (target / Files.LAST_CKPT).write_bytes((expand_cells(first)[0].directory(first) / Files.LAST_CKPT).read_bytes())
@@ -266,13 +251,12 @@ def test_a_resumed_checkpoint_takes_the_configs_lr(tiny_overrides):
     assert state["lr_schedulers"][0]["base_lrs"] == [4e-4]  # 4e-4 halved once at step 4
 
 
-def test_a_model_that_does_not_denoise_is_flagged(tiny_overrides):
-    from gdm.data.prepare import prepare_dataset
+def test_a_model_that_does_not_denoise_is_flagged(tiny_root):
     from gdm.training.fit import fit_cell
 
     # lr 0 keeps the random initial weights: a network that does not denoise, with finite values
-    cfg = tiny(tiny_overrides, *SMALL, "trainer.lr=1e-12", "trainer.max_steps=2", "eval.psnr_sigmas=[0.02,0.05]")
-    prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+    cfg = prepared(tiny_config(tiny_root, *SMALL, "trainer.lr=1e-12", "trainer.max_steps=2",
+                               "eval.psnr_sigmas=[0.02,0.05]"))
     cell = expand_cells(cfg)[0]
     fit_cell(cfg, cell)
     status = lifecycle.status(cell.directory(cfg))
@@ -307,12 +291,10 @@ def test_flipped_model_bytes_are_named_and_the_cell_is_retrained(tiny_overrides,
     assert len(list(cell.directory(cfg).glob("model.pt.bad-*"))) == 1  # the corrupt file is kept aside
 
 
-def test_truncated_checkpoint_is_set_aside_and_training_recovers(tiny_overrides, caplog):
-    from gdm.data.prepare import prepare_dataset
+def test_truncated_checkpoint_is_set_aside_and_training_recovers(tiny_root, caplog):
     from gdm.training.fit import fit_cell
 
-    cfg = tiny(tiny_overrides, *SMALL)
-    prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+    cfg = prepared(tiny_config(tiny_root, *SMALL))
     cell = expand_cells(cfg)[0]
     directory = fit_cell(cfg, cell)
     original = weights(cfg, cell)

@@ -7,6 +7,7 @@ import logging
 import time
 
 import pytest
+from helpers import prepared, tiny_config
 
 from gdm.config import load_config
 from gdm.wandb_log import log_report, offline_run_dirs
@@ -42,14 +43,12 @@ def test_an_unreachable_wandb_leaves_an_offline_run_and_one_warning(tmp_path, mo
 
 
 def test_training_with_an_unreachable_wandb_ends_done_with_an_offline_run(tmp_path, caplog, no_wandb_server,
-                                                                           tiny_overrides):
+                                                                           tiny_root):
     from gdm import lifecycle
     from gdm.cells import expand_cells
-    from gdm.data.prepare import prepare_dataset
     from gdm.training.fit import fit_cell
 
-    cfg = load_config(None, [*tiny_overrides, "wandb.mode=online", "wandb.init_timeout_s=2", "trainer.max_steps=2"])
-    prepare_dataset(cfg.datasets["disks"], cfg.run_dir / "data" / "disks")
+    cfg = prepared(tiny_config(tiny_root, "wandb.mode=online", "wandb.init_timeout_s=2", "trainer.max_steps=2"))
     cell = expand_cells(cfg)[0]
     with caplog.at_level(logging.WARNING, logger="gdm.wandb_log"):
         fit_cell(cfg, cell)
