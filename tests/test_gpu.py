@@ -12,12 +12,8 @@ import torch
 from helpers import prepared, tiny_config
 
 from gdm.cells import expand_cells
-<<<<<<< HEAD
-from gdm.config import ModelConfig, SamplerConfig, load_config
-from gdm.precision import true_fp32
-=======
 from gdm.config import ModelConfig, SamplerConfig
->>>>>>> tests-helpers
+from gdm.precision import true_fp32
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
