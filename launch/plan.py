@@ -31,7 +31,7 @@ class DeviceRate:
     """Sustained FLOP/s of one device by kind of work, and the seconds a job spends before its work starts."""
 
     name: str
-    flops: dict[str, float]  # "bf16", "fp32", "fp64": FLOP/s of network and matrix work; "eigh": of fp64 eigh
+    flops: dict[str, float]  # "bf16", "tf32", "fp32", "fp64": FLOP/s of network and matrix work; "eigh": fp64 eigh
     startup_s: float  # interpreter, imports, data load, Trainer/CUDA set-up, checkpoint and model writes, s
 
 
@@ -57,30 +57,32 @@ CPU_CORE_EIGH = 5e9
 CPU_STARTUP_S = 10.0
 
 
-# Data-sheet peaks, FLOP/s, dense (no sparsity): H100 SXM 989 T bf16, 67 T fp32 without tensor cores (TF32 off),
-# 34 T fp64 vector, 67 T fp64 tensor; the H200 has the H100's compute; A100 SXM 312 T bf16, 19.5 T fp32,
-# 9.7 T fp64 vector, 19.5 T fp64 tensor. Matrix products in fp64 run on the tensor cores; eigh does not.
+# Data-sheet peaks, FLOP/s, dense (no sparsity): H100 SXM 989 T bf16, 495 T TF32, 67 T fp32 without tensor cores,
+# 34 T fp64 vector, 67 T fp64 tensor; the H200 has the H100's compute; A100 SXM 312 T bf16, 156 T TF32, 19.5 T
+# fp32, 9.7 T fp64 vector, 19.5 T fp64 tensor. Matrix products in fp64 run on the tensor cores; eigh does not.
 PEAKS: dict[str, dict[str, float]] = {
-    "h100": {"bf16": 989e12, "fp32": 67e12, "fp64": 67e12, "fp64_vector": 34e12},
-    "h200": {"bf16": 989e12, "fp32": 67e12, "fp64": 67e12, "fp64_vector": 34e12},
-    "a100": {"bf16": 312e12, "fp32": 19.5e12, "fp64": 19.5e12, "fp64_vector": 9.7e12},
+    "h100": {"bf16": 989e12, "tf32": 495e12, "fp32": 67e12, "fp64": 67e12, "fp64_vector": 34e12},
+    "h200": {"bf16": 989e12, "tf32": 495e12, "fp32": 67e12, "fp64": 67e12, "fp64_vector": 34e12},
+    "a100": {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12, "fp64": 19.5e12, "fp64_vector": 9.7e12},
 }
 
 
 def _gpu(kind: str) -> DeviceRate:
     peak = PEAKS[kind]
-    return DeviceRate(kind.upper(), {"bf16": GPU_MFU * peak["bf16"], "fp32": GPU_MFU * peak["fp32"],
-                                     "fp64": GPU_MFU * peak["fp64"], "eigh": GPU_EIGH_EFFICIENCY * peak["fp64_vector"]},
-                      GPU_STARTUP_S)
+    sustained = {precision: GPU_MFU * peak[precision] for precision in ("bf16", "tf32", "fp32", "fp64")}
+    return DeviceRate(kind.upper(), sustained | {"eigh": GPU_EIGH_EFFICIENCY * peak["fp64_vector"]}, GPU_STARTUP_S)
 
 
 RATES: dict[str, DeviceRate] = {
-    "cpu": DeviceRate("CPU core", {"bf16": CPU_CORE_FP32, "fp32": CPU_CORE_FP32, "fp64": CPU_CORE_FP32 / 2,
-                                   "eigh": CPU_CORE_EIGH}, CPU_STARTUP_S),
+    "cpu": DeviceRate("CPU core", {"bf16": CPU_CORE_FP32, "tf32": CPU_CORE_FP32, "fp32": CPU_CORE_FP32,
+                                   "fp64": CPU_CORE_FP32 / 2, "eigh": CPU_CORE_EIGH}, CPU_STARTUP_S),
     **{kind: _gpu(kind) for kind in PEAKS},
 }
 DEFAULT_GPU = "h100"  # priced when a GPU job's partition and constraint name none of RATES' GPUs
-PRECISION = {"32-true": "fp32", "bf16-mixed": "bf16"}  # trainer.precision → the rate its steps run at
+# trainer.precision → the rate its steps run at. 32-true trains in TF32: cuDNN takes fp32 convolutions in TF32
+# unless told not to (torch's default). Evaluation is priced in true fp32 ("fp32": the GPU's non-tensor rate):
+# TF32 is turned off for the numbers it reports (the evaluation-precision change made beside this one).
+PRECISION = {"32-true": "tf32", "bf16-mixed": "bf16"}
 # Data preparation, images/s: benchmarks/results/bench_data.json (synthetic 80×80 disks: generate, shard, manifest)
 PREPARE_IMAGES_PER_S = 1826.0
 

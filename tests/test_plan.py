@@ -37,8 +37,8 @@ def test_plan_counts_done_and_todo_and_prices_them(tiny_overrides):
     plan = make_plan(cfg)
     assert plan.cells_done == [first] and len(plan.cells_todo) == 3 and len(plan.pairs_todo) == 2
     cost, cell = plan.cost["disks"], plan.train_breakdown["disks"]
-    # on the CPU each training step runs at one core's fp32 rate × trainer.threads; the start-up holds both cores
-    steps = cost.train_flops * cfg.trainer.batch_size * cfg.trainer.max_steps / (2 * RATES["cpu"].flops["fp32"])
+    # on the CPU each 32-true step runs at one core's rate × trainer.threads; the start-up holds both cores
+    steps = cost.train_flops * cfg.trainer.batch_size * cfg.trainer.max_steps / (2 * RATES["cpu"].flops["tf32"])
     assert cell["training steps"] == pytest.approx(2 * steps / 3600)
     assert cell["start-up"] == pytest.approx(2 * CPU_STARTUP_S / 3600)
     assert plan.train_hours_per_cell["disks"] == pytest.approx(sum(cell.values()))
