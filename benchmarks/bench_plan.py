@@ -9,7 +9,7 @@
    launch/plan.py's RATES["cpu"] states these figures; this prints them again beside the table's.
 2. `gdm run configs/quickstart.yaml root=TMP` end to end in a subprocess, timed, against the plan's
    `wall_hours` for the same config; the ratio measured / planned should lie in [0.67, 1.5].
-3. patches16's wall time measured earlier (not in this run), beside the plan's estimate for it.
+3. patches16's and transition16's wall times measured earlier (not in this run), beside the plan's estimates.
 
 The load average before and after goes into the JSON: on a shared machine the ratio moves with it.
 Writes benchmarks/results/bench_plan.json and prints it.
@@ -34,8 +34,13 @@ from launch.plan import RATES, make_plan, network_cost
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = (0.67, 1.5)  # measured / planned wall time
-# `gdm run configs/patches16.yaml` on this VM, idle, 2026-11-25 (configs/patches16.yaml's header): 46 min 35 s
-PATCHES16_MEASURED_S = 46 * 60 + 35
+# Wall times measured earlier on this VM, idle, two 1-thread jobs at a time (not in this run):
+RECORDED = {
+    "patches16": {"measured_wall_s": 46 * 60 + 35,  # configs/patches16.yaml's header: 46 min 35 s
+                  "measured": "2026-11-25, `gdm run configs/patches16.yaml`, this 2-core VM, idle"},
+    "transition16": {"measured_wall_s": 9 * 60 + 6,  # README, A Gaussian control: 9 min 6 s
+                     "measured": "2026-11-24, `gdm run configs/transition16.yaml`, this 2-core VM"},
+}
 IMPORTS = "import torch, lightning, gdm.training.fit, gdm.evaluate, launch.jobs"
 
 
@@ -114,12 +119,12 @@ def quickstart(root: Path) -> dict:
             "load_average_before": before, "load_average_after": load_average()}
 
 
-def patches16() -> dict:
-    planned = planned_wall_s("configs/patches16.yaml", [])
-    return {"command": "gdm run configs/patches16.yaml", "measured_wall_s": PATCHES16_MEASURED_S,
-            "measured": "earlier, not in this run: 2026-11-25, this 2-core VM, idle (configs/patches16.yaml)",
-            "planned_wall_s": round(planned, 1),
-            "ratio_measured_over_planned": round(PATCHES16_MEASURED_S / planned, 3), "target_ratio": list(TARGET)}
+def recorded(name: str) -> dict:
+    """A wall time measured earlier (RECORDED), beside the plan's estimate for the same config."""
+    planned, measured = planned_wall_s(f"configs/{name}.yaml", []), RECORDED[name]["measured_wall_s"]
+    return {"command": f"gdm run configs/{name}.yaml", **RECORDED[name], "in_this_run": False,
+            "planned_wall_s": round(planned, 1), "ratio_measured_over_planned": round(measured / planned, 3),
+            "target_ratio": list(TARGET)}
 
 
 def main() -> None:
@@ -129,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {"torch": torch.__version__, "cpu_count": os.cpu_count(), "core_rates": core_rates()}
     if not args.rates_only:
-        results["patches16"] = patches16()
+        results.update({name: recorded(name) for name in RECORDED})
         with tempfile.TemporaryDirectory() as tmp:
             results["quickstart"] = quickstart(args.keep or Path(tmp))
         out = REPO / "benchmarks" / "results" / "bench_plan.json"

@@ -47,13 +47,17 @@ GPU_EIGH_EFFICIENCY = 0.05
 GPU_STARTUP_S, GPU_COMPILE_S = 60.0, 60.0
 
 # One core of the 2-core AMD EPYC VM this project is developed on (every local job runs 1 thread):
-# fp32: benchmarks/results/bench_train.json, `python benchmarks/bench_train.py` (2026-11-25, idle), the 32×32
-#   2-block UNet (the quickstart's) under Lightning at 2 threads: 0.0563 TFLOP/s; per core half of it.
-# bf16-mixed on a CPU without AMX is not faster than fp32: the fp32 figure. fp64: half the fp32 lanes per FMA.
-# eigh and start-up: `python benchmarks/bench_plan.py --rates-only` (1 thread; 9 n³ FLOP at n = 768; a fresh
-#   interpreter importing torch, Lightning and gdm's training and evaluation), plus a cell's Trainer set-up.
+# fp32: benchmarks/results/bench_train.json, `python benchmarks/bench_train.py` (2026-11-25, idle): the 32×32
+#   2-block UNet (the quickstart's) under Lightning at 2 threads, 0.0563 TFLOP/s; per core half of it. Small
+#   networks use one thread better than two: patches16's cells (12–14 min measured) imply ≈ 0.044 per 1-thread
+#   job, so compute-bound CPU cells are priced high by up to 1.5×. bf16-mixed on a CPU without AMX is not faster
+#   than fp32: the same figure; fp64 matrix work: half of it (half the lanes per FMA).
+# eigh: `python benchmarks/bench_plan.py --rates-only` (1 thread, fp64, n = 768, 9 n³ FLOP): 0.0126 TFLOP/s,
+#   measured under a load average of 4.5 on the 2 cores (2026-12-06), so a floor.
+# start-up: stated, an estimate of a job's fixed time (a fresh interpreter importing torch, Lightning and gdm,
+#   data load, Trainer, checkpoints, model.pt, offline W&B); bench_plan's quickstart checks the sum.
 CPU_CORE_FP32 = 0.0563e12 / 2
-CPU_CORE_EIGH = 5e9
+CPU_CORE_EIGH = 0.0126e12
 CPU_STARTUP_S = 10.0
 
 
@@ -348,9 +352,9 @@ def format_plan(cfg: ExperimentConfig, plan: Plan) -> str:
 def _compute(cfg: ExperimentConfig, plan: Plan) -> list[str]:
     """Device-hours per cell and per pair with what they are made of, the totals to do, and the wall time."""
     t, e = plan.train_device, plan.eval_device
-    lines = [f"devices (launch/plan.py RATES): training on {t.label} per cell, "
-             f"{PRECISION[cfg.trainer.precision]} at {t.rate.flops[PRECISION[cfg.trainer.precision]] / 1e12:.3g} "
-             f"TFLOP/s each; evaluation on {e.label}, fp32 at {e.rate.flops['fp32'] / 1e12:.3g} TFLOP/s each"]
+    lines = [f"devices (launch/plan.py RATES): training on {t.label} per cell, {cfg.trainer.precision} at "
+             f"{t.rate.flops[PRECISION[cfg.trainer.precision]] / 1e12:.3g} TFLOP/s each; evaluation on {e.label}, "
+             f"fp32 at {e.rate.flops['fp32'] / 1e12:.3g} TFLOP/s each, start-up {t.rate.startup_s:g} s a job"]
     for name, hours in plan.train_breakdown.items():
         lines.append(f"compute per cell ({name}): {sum(hours.values()):.3g} device-hours ({_parts(hours)})")
     for pair, hours in plan.eval_breakdown.items():

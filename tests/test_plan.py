@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +12,17 @@ from gdm import lifecycle
 from gdm.cells import expand_cells
 from gdm.cli import main
 from gdm.config import ModelConfig, load_config
-from launch.plan import CPU_STARTUP_S, GPU_MFU, PEAKS, RATES, eigh_flops, make_plan, network_cost, sampler_steps
+from launch.plan import (
+    CPU_STARTUP_S,
+    GPU_MFU,
+    PEAKS,
+    RATES,
+    eigh_flops,
+    format_plan,
+    make_plan,
+    network_cost,
+    sampler_steps,
+)
 
 
 def test_flops_are_counted_for_the_network():
@@ -92,6 +104,7 @@ def test_dry_run_prints_the_plan_and_refuses_what_run_refuses(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cells: 12 to train, 0 done; pairs: 6 to evaluate, 0 done" in out
     assert "device-hours" in out and "disk: data" in out and "train jobs: 12 on executor slurm" in out
+    assert "compute per pair (celeba/n098325-eval-" in out and "Jacobian eigh" in out and "sampling" in out
     assert "1 node × 1 GPUs; batch per GPU 512 (trainer.batch_size 512 / 1)" in out
     assert main(["run", config, "--dry-run", f"datasets.celeba.source={faces}", f"root={root}", "trainer.devices=8",
                  "launch.train.tasks_per_node=8", "launch.train.gpus_per_node=8"]) == 0
@@ -103,3 +116,22 @@ def test_dry_run_prints_the_plan_and_refuses_what_run_refuses(tmp_path, capsys):
     assert not root.exists()  # nothing written
     assert main(["run", config, "--dry-run", f"root={root}"]) == 2
     assert "'datasets.celeba.source' is not set" in capsys.readouterr().err
+
+
+def test_celeba80_header_and_readme_quote_the_plan(tmp_path):
+    """The cost the config's comment and the README's table state is the one the plan prints."""
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    cfg = load_config("configs/celeba80.yaml", [f"datasets.celeba.source={faces}", f"root={tmp_path / 'runs'}"])
+    text = format_plan(cfg, make_plan(cfg))
+    cell = re.search(r"compute per cell \(celeba\): (\S+) device-hours", text).group(1)
+    pairs = sorted(set(re.findall(r"compute per pair \(celeba/\S+\): (\S+) device-hours", text)), key=float)
+    total = re.search(r"total (\S+) device-hours", text).group(1)
+    wall = re.search(r"wall time about (\S+ \S+)", text).group(1)
+    header = " ".join(" ".join(line.lstrip("#") for line in Path("configs/celeba80.yaml").read_text().splitlines()
+                               if line.startswith("#")).split())
+    quoted = [f"{cell} device-hours per cell", f"{pairs[0]}–{pairs[-1]} per eval pair", f"total {total} device-hours",
+              f"about {wall}"]
+    assert all(figure in header for figure in quoted), (quoted, header)
+    (row,) = [line for line in Path("README.md").read_text().splitlines() if line.startswith("| `celeba80.yaml`")]
+    assert f"{cell} device-hours per cell" in row and f"total {total} device-hours" in row and wall in row
