@@ -8,8 +8,9 @@ deterministic, no autotuning, CUBLAS_WORKSPACE_CONFIG=:4096:8). Each determinism
 interpreter, because cuBLAS reads its workspace setting when its handle is made. A step is the trainer's: Adam
 on the denoising loss ‖net(x + σz) − σz‖² at σ ~ U(0, 1) (the loop of benchmarks/bench_train.py, which
 another module measures under Lightning). MFU is against the peak of the mode's precision (launch.plan.PEAKS,
-dense): bf16; fp32 against TF32's while cuDNN allows TF32 (torch's default), else against fp32 without tensor cores. A mode that fails (a kernel
-without a deterministic implementation, a compiler error) is recorded with its error, not fatal.
+dense): bf16; fp32 against TF32's while cuDNN allows TF32 (torch's default), else against fp32 without tensor
+cores. A mode that fails (a kernel without a deterministic implementation, a compiler error) is recorded with
+its error, not fatal.
 --smoke: 16×16, an 8-channel 1-block UNet, batch 8, 3 steps, compile skipped: the path on a CPU in seconds.
 """
 

@@ -37,7 +37,8 @@ class DeviceRate:
 
 # GPU work runs at this fraction of the data-sheet peak (dense, no sparsity). Assumed, not yet measured: it is
 # what benchmarks/bench_train.py's target asks of the 80×80 BF-UNet on an H100 (10 000 images/s × 20.09 GFLOP per
-# training image = 201 TFLOP/s = 20 % of 989). benchmarks/device_check.sh measures it; put the figure here.
+# training image = 201 TFLOP/s = 20 % of 989), at 512 images per GPU: a smaller batch per GPU (trainer.batch_size
+# / ranks, printed in the training layout) runs below it. benchmarks/device_check.sh measures it; put it here.
 GPU_MFU = 0.2
 # eigh (cuSOLVER syevd, fp64) is latency-bound at n = 6 400: assumed 5 % of the fp64 vector peak (1.4 s at 80×80
 # on an H100; the README's target is ≤ 3 s for Jacobian + eigh). device_check.sh measures it.
@@ -253,6 +254,7 @@ def piece_seconds(work: Work, device: Device) -> float:
 
 
 def train_startup_s(cfg: ExperimentConfig, device: Device) -> float:
+    """A training job's start-up: the device's, and torch.compile's on a GPU (trainer.compile)."""
     return device.rate.startup_s + (GPU_COMPILE_S if cfg.trainer.compile and device.rate is not RATES["cpu"] else 0)
 
 
