@@ -135,7 +135,11 @@ def main() -> None:
             continue
         env = os.environ | ({"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if setting == "deterministic" else {})
         child = [sys.executable, __file__, "--one", setting, *(["--smoke"] if args.smoke else [])]
-        rows += json.loads(subprocess.run(child, check=True, env=env, capture_output=True, text=True).stdout)
+        done = subprocess.run(child, env=env, capture_output=True, text=True)
+        if done.returncode:  # a crash (not a failed mode, which is a row) still leaves the other setting's rows
+            rows.append({"deterministic": setting == "deterministic", "error": done.stderr[-1500:]})
+            continue
+        rows += json.loads(done.stdout)
     result = {"benchmark": "device_train", "device": device_name(), "torch": torch.__version__,
               "flops_per_image_train": network_cost(*workload(args.smoke)[:2]).train_flops,
               "smoke": args.smoke, "rows": rows}
