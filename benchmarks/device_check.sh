@@ -51,7 +51,7 @@ LOG="$OUT/device_check.log"
 : > "$LOG"
 START=$(date +%s)
 STAGES=()
-if [ -d .whl ] && ls .whl/*.whl > /dev/null 2>&1; then
+if [ "$SMOKE" != 1 ] && ls .whl/*.whl > /dev/null 2>&1; then  # the wheels are for the GPU machine's Python 3.12
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gdm-site \
     .whl/*.whl >> "$LOG" 2>&1 || { echo "device_check: installing .whl/ failed (see $LOG)"; exit 1; }
   export PYTHONPATH="$PWD:/tmp/gdm-site${PYTHONPATH:+:$PYTHONPATH}"
