@@ -181,7 +181,7 @@ class Work:
 
     what: str
     flops: float
-    precision: str  # "bf16", "fp32", "fp64" or "eigh"
+    precision: str  # "bf16", "tf32", "fp32", "fp64" or "eigh"
     host: bool = False  # runs on the job's CPU cores even beside a GPU (the Jacobians' eigh: gdm.evaluate moves J off)
 
 
