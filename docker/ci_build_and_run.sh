@@ -17,7 +17,6 @@
 #    wheel instead of the CUDA base's torch: no GB download), then `import gdm` in it.
 # Secrets: none is passed to a build; the quickstart runs W&B offline with no key.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 BASE=python:3.11-slim               # what both Dockerfiles build FROM in CI
 CPU_TAG=gdm:cpu                     # the README's tag
@@ -203,8 +202,9 @@ build_cuda_install() {
     docker build --network host -f docker/Dockerfile -t "$CUDA_CI_TAG" \
         --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VERSION="$TORCH_VERSION" \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" . || fail "docker build -f docker/Dockerfile on $BASE"
-    docker run --rm --network none --entrypoint python "$CUDA_CI_TAG" -c \
-        'import gdm, torch; print("gdm", gdm.__file__, "torch", torch.__version__)' \
+    # From /tmp, so that the installed gdm is imported, not /app's source folder.
+    docker run --rm --network none --workdir /tmp --entrypoint python "$CUDA_CI_TAG" -c \
+        'import gdm.cli, torch; print("gdm", gdm.__file__, "torch", torch.__version__)' \
         || fail "import gdm in $CUDA_CI_TAG"
 }
 
@@ -212,6 +212,7 @@ check_host_untouched() {
     if command -v iptables >/dev/null && iptables -S FORWARD | head -1 | grep -q DROP; then
         fail "the iptables FORWARD policy is DROP (was dockerd started with its defaults? see $DOCKERD_LOG)"
     fi
+    ! command -v sinfo >/dev/null || sinfo  # the SLURM test clusters, for the log
 }
 
 ROOTFS=""
@@ -219,16 +220,22 @@ on_exit() {
     [ -z "$ROOTFS" ] || rm -rf "$ROOTFS"
     stop_dockerd
 }
-trap on_exit EXIT
 
-stage "tools (docker.io, debootstrap)"; install_tools
-stage "dockerd"; start_dockerd
-stage "base image $BASE"; make_base_image
-stage "build docker/Dockerfile.cpu"
-docker build --network host -f docker/Dockerfile.cpu -t "$CPU_TAG" . || fail "docker build -f docker/Dockerfile.cpu"
-stage "quickstart in $CPU_TAG (--network none, runs on a host folder)"; run_quickstart
-stage "docker/Dockerfile's install on $BASE"; build_cuda_install
-stage "host checks"; check_host_untouched
-stage "prune dangling images (old builds of these tags)"; docker image prune -f >/dev/null
-stage "done"
-echo "docker-ci: passed in $((SECONDS - T0)) s"
+main() {
+    cd "$(dirname "${BASH_SOURCE[0]}")/.."
+    trap on_exit EXIT
+    stage "tools (docker.io, debootstrap)"; install_tools
+    stage "dockerd"; start_dockerd
+    stage "base image $BASE"; make_base_image
+    stage "build docker/Dockerfile.cpu"
+    docker build --network host -f docker/Dockerfile.cpu -t "$CPU_TAG" . || fail "docker build -f docker/Dockerfile.cpu"
+    stage "quickstart in $CPU_TAG (--network none, runs on a host folder)"; run_quickstart
+    stage "docker/Dockerfile's install on $BASE"; build_cuda_install
+    stage "host checks"; check_host_untouched
+    stage "prune dangling images (old builds of these tags)"; docker image prune -f >/dev/null
+    stage "done"
+    echo "docker-ci: passed in $((SECONDS - T0)) s"
+}
+
+# Run, unless sourced (tests/test_docker.py sources it to call check_results): `return` works only then.
+(return 0 2>/dev/null) || main "$@"
