@@ -199,7 +199,7 @@ run_quickstart() {
 }
 
 build_cuda_install() {
-    docker build --network host -f docker/Dockerfile -t "$CUDA_CI_TAG" \
+    docker build --network host --force-rm -f docker/Dockerfile -t "$CUDA_CI_TAG" \
         --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VERSION="$TORCH_VERSION" \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" . || fail "docker build -f docker/Dockerfile on $BASE"
     # From /tmp, so that the installed gdm is imported, not /app's source folder.
@@ -228,7 +228,7 @@ main() {
     stage "dockerd"; start_dockerd
     stage "base image $BASE"; make_base_image
     stage "build docker/Dockerfile.cpu"
-    docker build --network host -f docker/Dockerfile.cpu -t "$CPU_TAG" . || fail "docker build -f docker/Dockerfile.cpu"
+    docker build --network host --force-rm -f docker/Dockerfile.cpu -t "$CPU_TAG" . || fail "docker build -f docker/Dockerfile.cpu"
     stage "quickstart in $CPU_TAG (--network none, runs on a host folder)"; run_quickstart
     stage "docker/Dockerfile's install on $BASE"; build_cuda_install
     stage "host checks"; check_host_untouched
