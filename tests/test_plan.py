@@ -119,7 +119,7 @@ def test_dry_run_prints_the_plan_and_refuses_what_run_refuses(tmp_path, capsys):
 
 
 def test_celeba80_header_and_readme_quote_the_plan(tmp_path):
-    """The cost the config's comment and the README's table state is the one the plan prints."""
+    """The cost the config's comment and the configs table (docs/RESULTS.md) state is the one the plan prints."""
     faces = tmp_path / "faces"
     faces.mkdir()
     cfg = load_config("configs/celeba80.yaml", [f"datasets.celeba.source={faces}", f"root={tmp_path / 'runs'}"])
@@ -133,5 +133,5 @@ def test_celeba80_header_and_readme_quote_the_plan(tmp_path):
     quoted = [f"{cell} device-hours per cell", f"{pairs[0]}–{pairs[-1]} per eval pair", f"total {total} device-hours",
               f"about {wall}"]
     assert all(figure in header for figure in quoted), (quoted, header)
-    (row,) = [line for line in Path("README.md").read_text().splitlines() if line.startswith("| `celeba80.yaml`")]
+    (row,) = [line for line in Path("docs/RESULTS.md").read_text().splitlines() if line.startswith("| `celeba80.yaml`")]
     assert f"{cell} device-hours per cell" in row and f"total {total} device-hours" in row and wall in row
