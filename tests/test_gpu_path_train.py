@@ -14,10 +14,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import tiny_config
 
 from gdm import precision
 from gdm.cells import expand_cells, expand_pairs
-from gdm.config import load_config
 from gdm.training.loss import NO_STEP, NonFiniteLossError, check_first_non_finite, first_non_finite
 
 # Tensor methods that copy a value to the host: on a CUDA tensor each waits for the device's queued work
@@ -25,9 +25,7 @@ SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__",
 
 
 def tiny_cfg(root: Path, *extra: str):
-    from conftest import TINY_OVERRIDES
-
-    return load_config(None, [*TINY_OVERRIDES, f"root={root}", "wandb.mode=disabled", *extra])
+    return tiny_config(root, "wandb.mode=disabled", *extra)
 
 
 def prepared(cfg):
