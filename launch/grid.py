@@ -38,8 +38,8 @@ MAX_TAKEOVERS = 2  # times one driver submits again for an item whose owner vani
 def run_grid(cfg: ExperimentConfig, *, progress: bool = True, steps: GridSteps | None = None) -> dict:
     """Run every cell and pair of `cfg` not done yet; returns what happened (see `GridDriver.summary`)."""
     steps = steps or GridSteps()
+    cfg = owners.settle(cfg)  # once, here: the jobs (and config.yaml, and the report) get the settled mode
     write_resolved_config(cfg)
-    cfg = owners.settle(cfg)  # once, here: the jobs get the settled mode
     driver = GridDriver(cfg, steps, progress)
     driver.prepare()
     summary = driver.run()
@@ -58,8 +58,8 @@ def submit_detached(cfg: ExperimentConfig, *, steps: GridSteps | None = None) ->
         raise ValueError(f"--detach needs launch.executor=slurm (it is {cfg.launch.executor}): elsewhere the "
                          "driver itself runs the evaluation pool, so it has to stay")
     steps = steps or GridSteps()
-    write_resolved_config(cfg)
     cfg = owners.settle(cfg)
+    write_resolved_config(cfg)
     driver = GridDriver(cfg, steps, progress=False)
     return driver.submit_all()
 
