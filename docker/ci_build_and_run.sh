@@ -208,9 +208,18 @@ build_cuda_install() {
         || fail "import gdm in $CUDA_CI_TAG"
 }
 
+forward_policy() {
+    command -v iptables >/dev/null && iptables -w -S FORWARD 2>/dev/null | awk '$1 == "-P" {print $3}' || true
+}
+
+# The machine's FORWARD policy may be DROP already (a firewall, an earlier Docker): only a change made while
+# this script ran is dockerd's doing.
 check_host_untouched() {
-    if command -v iptables >/dev/null && iptables -S FORWARD | head -1 | grep -q DROP; then
-        fail "the iptables FORWARD policy is DROP (was dockerd started with its defaults? see $DOCKERD_LOG)"
+    local now
+    now="$(forward_policy)"
+    # No iptables before (the install brings it): the kernel's default, ACCEPT, is what must remain.
+    if [ "$now" != "${FORWARD_BEFORE:-ACCEPT}" ] && [ -n "$now" ]; then
+        fail "the iptables FORWARD policy went from ${FORWARD_BEFORE:-none} to ${now:-none} (was dockerd started with its defaults? see $DOCKERD_LOG)"
     fi
     ! command -v sinfo >/dev/null || sinfo  # the SLURM test clusters, for the log
 }
@@ -224,6 +233,7 @@ on_exit() {
 main() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
     trap on_exit EXIT
+    FORWARD_BEFORE="$(forward_policy)"
     stage "tools (docker.io, debootstrap)"; install_tools
     stage "dockerd"; start_dockerd
     stage "base image $BASE"; make_base_image
