@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from timing import alternating, seconds
 
 from gdm.analysis.jacobian import geometry, jacobian
 from gdm.config import ModelConfig, SamplerConfig
@@ -46,23 +46,9 @@ def denoiser(size: int, channels: int, blocks: int, device: str) -> torch.nn.Mod
     )
 
 
-def seconds(fn: Callable[[], object], device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def alternating_medians(fns: dict[str, Callable[[], object]], rounds: int, device: str) -> dict[str, float]:
     """Median seconds of each function over `rounds` rounds that run them in turn."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times[name].append(seconds(fn, device))
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: statistics.median(times) for name, times in alternating(fns, rounds, device).items()}
 
 
 def per_pixel_loop(model, y: torch.Tensor, rows: int) -> torch.Tensor:

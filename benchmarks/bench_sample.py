@@ -26,12 +26,12 @@ import argparse
 import json
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import alternating
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
@@ -88,23 +88,9 @@ def old_sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device):
 # --- timing -------------------------------------------------------------------------------------------------
 
 
-def seconds(fn: Callable[[], object], device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def alternating_best(fns: dict[str, Callable[[], object]], rounds: int, device: str) -> dict[str, float]:
     """Least seconds of each function over `rounds` rounds that run them in turn."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times[name].append(seconds(fn, device))
-    return {name: min(values) for name, values in times.items()}
+    return {name: min(times) for name, times in alternating(fns, rounds, device).items()}
 
 
 def new_noise(seeds: Sequence[int], shape, draws: int, device: str) -> None:

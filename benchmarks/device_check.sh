@@ -29,7 +29,7 @@ PYTHON=${PYTHON:-python3}
 SMOKE=${SMOKE:-0}
 OUT=${OUT:-benchmarks/results}
 DEADLINE_S=${DEADLINE_S:-480}
-# Missing on the GPU machine (KINDS.md's package list); versions as in the development venv. wandb and the
+# Missing on the GPU machine, which ships torch but not gdm's other dependencies; versions as in the development venv. wandb and the
 # packages after it are wandb's own dependencies (GPU tests and the quickstart write offline W&B runs); protobuf
 # travels too, since wandb needs 5 ≤ protobuf < 8 and the machine's own version is not known here.
 WHEELS="submitit==1.5.4 omegaconf==2.4.0 webdataset==1.0.2 braceexpand==0.1.7 wandb==0.31.0 cwevals==0.0.1b1

@@ -17,11 +17,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import torch
+from timing import emit
 
 from gdm.analysis.jacobian import geometry, jacobian
 from gdm.config import ExperimentConfig, ModelConfig, SamplerConfig
@@ -98,11 +98,7 @@ def main() -> None:
               else f"cpu ({os.cpu_count()} cores)", "torch": torch.__version__, "image_size": size,
               "smoke": args.smoke, "sampler": sampler(f, size, count, steps, device),
               "jacobian": [jacobian_check(f, size, chunk, device, tf32, tf32) for tf32 in (True, False)]}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        with open(args.out, "w") as out:
-            out.write(text + "\n")
-    print(text)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import sys
 import time
 
 import torch
+from timing import emit
 
 from gdm.config import ModelConfig
 from gdm.models import build_model
@@ -143,11 +144,7 @@ def main() -> None:
     result = {"benchmark": "device_train", "device": device_name(), "torch": torch.__version__,
               "flops_per_image_train": network_cost(*workload(args.smoke)[:2]).train_flops,
               "smoke": args.smoke, "rows": rows}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
