@@ -142,9 +142,6 @@ class ResourcesConfig:
     mem_gb: float = 4.0  # memory per node, GiB
     constraint: Optional[str] = None  # SLURM node constraint
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load …)
-    # achieved TFLOP/s of one device (a GPU; the node's CPUs without one), for the cost in `gdm run --dry-run`;
-    # benchmarks/bench_train.py measures it
-    sustained_tflops: float = 100.0
     max_requeues: int = 3  # times a job may requeue itself at its time limit (submitit's slurm_max_num_timeout)
     signal_delay_s: int = 120  # USR2 comes this many seconds before the time limit (--signal=USR2@s)
 
@@ -269,9 +266,10 @@ def validate(cfg: ExperimentConfig) -> None:
 # Host memory one training rank needs besides its images, GiB: Python, torch and Lightning take about 0.4 GiB
 # (measured on a CPU rank) plus working buffers; a GPU rank adds the CUDA context and pinned buffers.
 RANK_OVERHEAD_GB = {"cpu": 0.75, "gpu": 3.0}
-# Copies of its training split one rank holds in host memory at once while loading it (the decoded cache read in,
-# the float32 tensor made from it, before it moves to the GPU); trainer.in_memory=False streams and holds none.
-SPLIT_COPIES_PER_RANK = 2
+# Copies of its training split one rank holds in host memory at its peak: load_split converts the decoded cache in
+# blocks into one float32 tensor (peak 1.007 copies, benchmarks/results/bench_data_memory.json); a CPU rank keeps
+# it, a GPU rank releases it once the split is on the GPU (CellDataModule). trainer.in_memory=False holds none.
+SPLIT_COPIES_PER_RANK = 1
 
 
 def split_gb(cfg: ExperimentConfig) -> float:
@@ -325,7 +323,7 @@ def _check_train_memory(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'launch.train.mem_gb' is {r.mem_gb:g} GiB per node but training needs about {needed:.1f}: "
             f"trainer.devices={cfg.trainer.devices} ranks per node each hold {rank_overhead_gb(cfg):g} GiB plus "
-            f"{SPLIT_COPIES_PER_RANK} copies of the largest split (n_train {max(cfg.n_train)} × pixels × 4 bytes = "
+            f"{SPLIT_COPIES_PER_RANK} copy of the largest split (n_train {max(cfg.n_train)} × pixels × 4 bytes = "
             f"{split_gb(cfg):.2f} GiB); raise launch.train.mem_gb to {math.ceil(needed)} "
             "or set trainer.in_memory=false")
 

@@ -109,7 +109,7 @@ def test_dry_run_prints_the_plan_and_refuses_what_run_refuses(tmp_path, capsys):
     assert main(["run", config, "--dry-run", f"datasets.celeba.source={faces}", f"root={root}", "trainer.devices=8",
                  "launch.train.tasks_per_node=8", "launch.train.gpus_per_node=8"]) == 0
     out = capsys.readouterr().out
-    assert "batch per GPU 64 (trainer.batch_size 512 / 8)" in out and "about 61.5 GiB" in out, out
+    assert "batch per GPU 64 (trainer.batch_size 512 / 8)" in out and "about 42.8 GiB" in out, out
     assert main(["run", config, "--dry-run", f"datasets.celeba.source={faces}", f"root={root}",
                  "trainer.devices=8", "launch.train.tasks_per_node=8"]) == 2  # 8 processes, 1 GPU: refused
     assert "launch.train.gpus_per_node" in capsys.readouterr().err
