@@ -39,6 +39,17 @@ class Stop(AtStep):
         raise RuntimeError("simulated preemption")
 
 
+class RecordLr(L.Callback):
+    """The learning rate each optimisation step uses, by global step: read once the step's gradients are in,
+    just before Adam steps (Lightning's on_before_optimizer_step)."""
+
+    def __init__(self):
+        self.lr: dict[int, list[float]] = {}
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self.lr[trainer.global_step] = [group["lr"] for group in optimizer.param_groups]
+
+
 class HoldOnce(AtStep):
     """A fixed point to signal a job at: the first time rank r reaches step `at`, it writes the file
     `<marker>-rank<r>` and sleeps until a signal ends the job, or `limit_s` passes. A resumed run finds its
