@@ -19,15 +19,18 @@ from gdm.cli import main
 from gdm.config import load_config
 
 STEPS = ["trainer.max_steps=400", "trainer.checkpoint_every=20", "trainer.log_every=10", "n_train=[4]"]
+HOLD_AT = 40  # the job holds here, after its checkpoint of step 40, until SIGTERM
+HELD_GDM = Path(__file__).with_name("held_gdm.py")
 
 
-def _gdm(*args: str) -> subprocess.Popen:
+def _held_gdm(markers: Path, *args: str) -> subprocess.Popen:
+    """`gdm ARGS` in a subprocess, its training held once at HOLD_AT (tests/held_gdm.py)."""
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([str(Path(sys.executable).parent / "gdm"), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(HELD_GDM), str(HOLD_AT), str(markers), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _steps_logged(metrics: Path) -> int:
+def _last_step(metrics: Path) -> int:
     lines = metrics.read_text().splitlines() if metrics.is_file() else []
     return max((json.loads(line).get("step", 0) for line in lines), default=0)
 
@@ -42,15 +45,18 @@ def test_sigterm_during_training_exits_non_zero_and_a_rerun_resumes_bit_identica
     stopped = [str(config), *tiny_overrides, *STEPS]
     cfg = load_config(config, stopped[1:])
     assert main(["prepare", *stopped]) == 0
-    folder = expand_cells(cfg)[0].directory(cfg)
-    job = _gdm("train", *stopped, "--cell-index", "0", "--no-progress")
-    wait_for(lambda: (folder / Files.LAST_CKPT).is_file() and _steps_logged(folder / Files.METRICS) >= 40, 240,
-             f"a checkpoint in {folder} and 40 steps logged")  # the state we need, not a fixed time
+    cell = expand_cells(cfg)[0]
+    folder, held = cell.directory(cfg), tmp_path / "held" / f"{cell.cell_id}-rank0"
+    job = _held_gdm(tmp_path / "held", "train", *stopped, "--cell-index", "0", "--no-progress")
+    # the state we need, not a fixed time or step count: the job holds mid-training, its step-40 checkpoint written
+    wait_for(lambda: held.exists() or job.poll() is not None, 240, f"the training to hold at step {HOLD_AT}")
+    assert job.poll() is None, job.communicate()[1]
     job.send_signal(signal.SIGTERM)
     _, err = job.communicate(timeout=120)
     assert job.returncode == 143, err
     assert "stopped by a signal before it was done" in err
     assert not (folder / Files.DONE).exists() and (folder / Files.LAST_CKPT).is_file()
+    assert _last_step(folder / Files.METRICS) == HOLD_AT < 400  # stopped after the held step, far from the end
 
     assert main(["train", *stopped, "--cell-index", "0", "--no-progress"]) == 0  # resumes from last.ckpt
     assert (folder / Files.DONE).is_file()

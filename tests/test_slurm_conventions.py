@@ -99,19 +99,25 @@ def test_submitted_job_has_its_name_signal_and_requeue_budget(cluster, tmp_path)
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_hand_submitted_train_task_requeues_on_usr2_and_resumes(cluster, tiny_overrides, tmp_path):
+    """USR2 to the batch script while its task trains: the script requeues the task, which resumes from last.ckpt.
+
+    The task holds at step 50, after its checkpoint (tests/held_gdm.py), until the requeue's SIGTERM ends it: the
+    test signals once the hold is reached. Racing a checkpoint at step ≥ 25 instead, a loaded CI machine could
+    train to the last step before the USR2 landed. The requeued task finds its hold marker and trains on."""
+    hold_at, markers = 50, tmp_path / "held"
     overrides = [*tiny_overrides, "n_train=[4]", "splits=[A]", "wandb.mode=disabled", "trainer.max_steps=400",
                  "trainer.checkpoint_every=25", "trainer.log_every=25"]
     cfg = prepared(load_config(ROOT / "configs/quickstart.yaml", overrides))
     directory = expand_cells(cfg)[0].directory(cfg)
     log_file = tmp_path / "train.out"
-    env = {**os.environ, "GDM": f"{sys.executable} -m gdm.cli"}
+    env = {**os.environ, "GDM": f"{sys.executable} {ROOT / 'tests' / 'held_gdm.py'} {hold_at} {markers}"}
     sbatch = ["sbatch", "--parsable", "--array=0", "--mem=1G", "--cpus-per-task=1", "--time=10",
               "--open-mode=append", f"--output={log_file}", "slurm/train_array.sbatch", "configs/quickstart.yaml",
               *overrides]
     array_job = subprocess.run(sbatch, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
     log = lambda: log_file.read_text() if log_file.exists() else ""  # noqa: E731
-    step = lambda: lifecycle.status(directory).record.get("step") or 0  # noqa: E731
-    wait_for(lambda: step() >= 25, 180, "a checkpoint at step ≥ 25", log)
+    held = markers / f"{expand_cells(cfg)[0].cell_id}-rank0"
+    wait_for(held.exists, 180, f"the task to hold at step {hold_at}, after its checkpoint", log)
     # What SLURM does 120 s before the time limit (--signal=B:USR2@120), sent now, to the batch script.
     subprocess.run(["scancel", "--batch", "--signal=USR2", f"{array_job}_0"], check=True)
     wait_for(lambda: lifecycle.is_done(directory), 300, "the requeued task to finish", log)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_same_weights, prepared, saved_weights, tiny_config
-from lightning_helpers import AtStep, Stop
+from lightning_helpers import AtStep, RecordLr, Stop
 
 from gdm import lifecycle
 from gdm.cells import data_dir, expand_cells
@@ -126,6 +126,26 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path):
     for name in ("last.ckpt", "model.pt"):
         assert_same_weights(saved_weights(cell.directory(straight) / name),
                             saved_weights(cell.directory(resumed) / name))
+
+
+def test_step_s_uses_lr_times_a_half_to_the_s_over_k_also_after_a_resume_with_new_settings(tmp_path):
+    """lr(s) = lr · 0.5^⌊s/k⌋ exactly (==) at every step, and in the records (the next step's rate); a run resumed
+    from another run's last.ckpt with a lower trainer.lr and another trainer.lr_halve_every takes the config's."""
+    first = prepared(tiny_config(tmp_path / "first", NO_WANDB, "trainer.lr=1e-3", "trainer.lr_halve_every=2",
+                                 "trainer.max_steps=5", "trainer.checkpoint_every=5"))
+    cell, used = cell_of(first), RecordLr()
+    fit_cell(first, cell, callbacks=[used])
+    assert used.lr == {s: [1e-3 * 0.5 ** (s // 2)] for s in range(5)}
+    second = prepared(tiny_config(tmp_path / "second", NO_WANDB, "trainer.lr=3e-4", "trainer.lr_halve_every=3",
+                                  "trainer.max_steps=9"))
+    target = cell.directory(second)
+    target.mkdir(parents=True)
+    (target / "last.ckpt").write_bytes((cell.directory(first) / "last.ckpt").read_bytes())
+    used = RecordLr()
+    fit_cell(second, cell, callbacks=[used])
+    assert used.lr == {s: [3e-4 * 0.5 ** (s // 3)] for s in range(5, 9)}  # 3e-4 / 2 at step 5, 3e-4 / 4 from 6
+    logged = {r["step"]: r["lr"] for r in metrics_records(target) if "lr" in r}
+    assert logged == {6: 7.5e-5, 8: 7.5e-5}  # trainer.log_every=2: records lr(6) and lr(8) from the resume on
 
 
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):

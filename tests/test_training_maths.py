@@ -14,7 +14,7 @@ from torch import nn
 from gdm.analysis.psnr import psnr_curve
 from gdm.config import TrainerConfig
 from gdm.training.denoiser import BlindDenoiser
-from gdm.training.lit_module import DenoiserModule
+from gdm.training.lit_module import DenoiserModule, learning_rate
 from gdm.training.loss import NonFiniteLossError, add_noise, check_finite, denoising_loss
 from gdm.training.sigma import SIGMA_LAWS, draw_sigma
 
@@ -35,6 +35,21 @@ def _draw(law: str, lo: float, hi: float, count: int = 20000, seed: int = 0) -> 
     sigma = draw_sigma(law, count, lo, hi, torch.Generator().manual_seed(seed))
     assert sigma.shape == (count, 1, 1, 1) and sigma.dtype == torch.float32
     return sigma.flatten().double().numpy()
+
+
+@pytest.mark.parametrize(("lr", "halve_every"), [(1e-3, 7), (3e-4, 1), (0.1, 50), (1e-3, 0)])
+def test_the_closed_form_learning_rate_is_steplrs_running_product_bit_for_bit(lr, halve_every):
+    """lr · 0.5^⌊s/k⌋ against torch's StepLR(step_size=k, gamma=0.5) stepped s times (k = 0: constant):
+    halving is exact in binary floating point, so the two agree exactly, at every step and every halving."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    gamma = 0.5 if halve_every else 1.0
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every or 1, gamma=gamma)
+    steps = max(3 * halve_every + 5, 60)  # k = 1: 60 halvings
+    for step in range(steps):
+        assert learning_rate(lr, halve_every, step) == optimizer.param_groups[0]["lr"], step
+        optimizer.step()
+        scheduler.step()
+    assert learning_rate(lr, halve_every, steps) == lr * 2.0 ** -(steps // halve_every if halve_every else 0)
 
 
 def test_sigma_laws_cover_the_three_documented_laws():

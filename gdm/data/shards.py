@@ -3,6 +3,7 @@
 Each sample is key "%08d" (its position in the split, no dots): `img.npy` (float32 or uint8 [H, W], as the
 family made it: gdm.data.pixels), `index.txt` (the same position, a self-check), `params.npy` when the
 family has generating parameters. Each shard is written atomically and its sha256 recorded by the caller.
+Shards are read by one reader, webdataset's tar iteration (`tar_samples`), for the cache and the stream alike.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from tqdm import tqdm
+from webdataset import tariterators
 
 from gdm.data.errors import DataError
 from gdm.io import atomic_write, file_sha256
@@ -67,32 +69,58 @@ def write_split(
     return records
 
 
+# What a damaged shard can raise inside webdataset's iteration: tarfile's errors, the file's, a short .npy or a
+# non-numeric index.txt (ValueError, also group_by_keys' duplicate member), a missing member (KeyError).
+SHARD_ERRORS = (tarfile.TarError, OSError, ValueError, KeyError, EOFError)
+
+
+def tar_samples(path: Path | str) -> Iterator[dict]:
+    """Raw samples {__key__, __url__, img.npy, index.txt[, params.npy]: bytes} of one shard, in stored order.
+
+    The one tar reader of gdm: webdataset's own iteration (tariterators.tar_file_iterator, a streaming `r|*`
+    pass holding one member at a time, then group_by_keys), over a file opened here and closed at the end,
+    so both the cache build (read_split) and the training stream (gdm.data.streaming) read shards the same
+    way. DataError naming the file if it cannot be read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            members = ({**member, "__url__": str(path)} for member in tariterators.tar_file_iterator(handle))
+            yield from tariterators.group_by_keys(members)
+    except SHARD_ERRORS as err:
+        raise unreadable(path, err) from err
+
+
+def unreadable(path: Path | str, err: Exception) -> DataError:
+    return DataError(f"shard {path} is unreadable ({err}); delete its data folder and prepare again")
+
+
+def sample_index(sample: dict) -> int:
+    """The stored position of a raw sample (its index.txt); DataError naming its shard if missing or not a number
+    (tarfile ends a shard cut short inside a member's header quietly, so its last sample lacks members)."""
+    try:
+        return int(sample["index.txt"])
+    except (KeyError, ValueError) as err:
+        raise unreadable(sample['__url__'], err) from err
+
+
+def decode_sample(sample: dict) -> dict:
+    """{key, index, image, params} of a raw sample; DataError naming its shard if a member is missing or bad,
+    or if its index.txt disagrees with its key (a sample moved within or between shards)."""
+    index = sample_index(sample)
+    if sample_key(index) != sample["__key__"]:
+        raise DataError(f"shard {sample['__url__']}: sample {sample['__key__']} claims index {index}; "
+                        "the shard is corrupt")
+    try:
+        image = np.load(io.BytesIO(sample["img.npy"]), allow_pickle=False)
+        params = np.load(io.BytesIO(sample["params.npy"]), allow_pickle=False) if "params.npy" in sample else None
+    except SHARD_ERRORS as err:
+        raise unreadable(sample['__url__'], err) from err
+    return {"key": sample["__key__"], "index": index, "image": image, "params": params}
+
+
 def read_shard(path: Path) -> Iterator[dict]:
     """Yield {key, image, params, index} per sample of one shard; DataError naming the file if malformed."""
-    try:
-        with tarfile.open(path) as tar:
-            sample: dict = {}
-            for member in tar:
-                key, _, field = member.name.partition(".")
-                if sample and key != sample["key"]:
-                    yield _finish(sample, path)
-                    sample = {}
-                sample.update(key=key)
-                sample[field] = tar.extractfile(member).read()
-            if sample:
-                yield _finish(sample, path)
-    except DataError:
-        raise
-    except (tarfile.TarError, OSError, ValueError, KeyError) as err:
-        raise DataError(f"shard {path} is unreadable ({err}); delete its data folder and prepare again") from err
-
-
-def _finish(sample: dict, path: Path) -> dict:
-    index = int(sample["index.txt"])
-    if sample_key(index) != sample["key"]:
-        raise DataError(f"shard {path}: sample {sample['key']} claims index {index}; the shard is corrupt")
-    params = np.load(io.BytesIO(sample["params.npy"])) if "params.npy" in sample else None
-    return {"key": sample["key"], "index": index, "image": np.load(io.BytesIO(sample["img.npy"])), "params": params}
+    return map(decode_sample, tar_samples(path))
 
 
 def read_split(directory: Path, records: list[dict], size: int) -> tuple[np.ndarray, np.ndarray | None]:

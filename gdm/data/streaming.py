@@ -7,13 +7,13 @@ layout whose smallest split spans fewer: `gdm.config.split_shards`, docs/CONTRAC
 draws its shards with replacement (resampling, as wds.ResampledShards) from a generator seeded by (seed,
 rank, worker, epoch), shuffles samples in a buffer, and `.with_epoch` cuts the infinite stream to
 `epoch_size` batches per rank, so all ranks take the same number of steps (DDP would hang otherwise).
-Samples outside the split (A_n = pool[0:n], B_n = pool[-n:]) are dropped by their stored position.
+Samples outside the split (A_n = pool[0:n], B_n = pool[-n:]) are dropped by their stored position. Shards
+are read and samples decoded by gdm.data.shards' reader (`tar_samples`, `decode_sample`), the cache build's own.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from gdm.data.errors import DataError
 from gdm.data.manifest import load_manifest
 from gdm.data.pixels import to_unit
+from gdm.data.shards import decode_sample, sample_index, tar_samples
 from gdm.data.splits import split_slice
 from gdm.data.store import group_of, verify_shards
 from gdm.seeds import shuffle_rng, stream_rng
@@ -83,11 +84,19 @@ class SeededShuffle:
 
 def in_rows(start: int, stop: int, sample: dict) -> bool:
     """Whether a raw sample's stored position lies in the split's rows [start, stop)."""
-    return start <= int(sample["index.txt"]) < stop
+    return start <= sample_index(sample) < stop
+
+
+def shard_samples(sources):
+    """Pipeline stage: the raw samples of each {"url": shard} drawn, read by gdm.data.shards' one tar reader."""
+    for source in sources:
+        yield from tar_samples(source["url"])
 
 
 def decode(sample: dict) -> tuple[np.ndarray, int]:
-    return np.load(io.BytesIO(sample["img.npy"])), int(sample["index.txt"])
+    """(stored image, position) of a raw sample, decoded and checked as the cache build does (decode_sample)."""
+    decoded = decode_sample(sample)
+    return decoded["image"], decoded["index"]
 
 
 def collate(samples: list[tuple[np.ndarray, int]], with_index: bool):
@@ -140,7 +149,7 @@ def make_stream(
     urls = split_urls(data_dir, manifest, group_of(split), rows)
     return wds.DataPipeline(
         RankShards(urls, rank, world_size, seed),
-        wds.tarfile_to_samples(),
+        shard_samples,
         wds.select(functools.partial(in_rows, rows.start, rows.stop)),
         SeededShuffle(shuffle_buffer, seed, rank),
         wds.map(decode),

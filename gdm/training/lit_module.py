@@ -3,7 +3,8 @@
 Each step draws (on the device, from a generator seeded by (cell, step, rank)) the batch indices,
 σ per image and the noise, so the step's randomness is a function of the step alone: a run resumed
 from last.ckpt reproduces the uninterrupted one. Loss: mean ‖net(y) - σz‖² (gdm.training.loss).
-Adam with the learning rate halved every `lr_halve_every` steps (torch's StepLR); optional EMA of the weights.
+Adam with the learning rate halved every `lr_halve_every` steps (`learning_rate`, a closed form of the step set
+before each step, as EDM does); optional EMA of the weights.
 
 No step waits for the device (docs/CONTRACTS.md, The training step): the loss's finiteness is recorded on the
 device each step and read on the host only at the steps that log, validate, write last.ckpt or end training;
@@ -31,11 +32,11 @@ from gdm.training.records import append_record, trim_records
 from gdm.training.sigma import draw_sigma
 
 
-def halving(halve_every: int) -> dict[str, int | float]:
-    """StepLR's settings for lr(step) = lr(0) · 0.5^⌊step / halve_every⌋ (the authors halve it every 100
-    epochs); halve_every 0: constant. Halving is exact in binary floating point, so StepLR's running
-    product equals this closed form bit for bit."""
-    return {"step_size": halve_every, "gamma": 0.5} if halve_every > 0 else {"step_size": 1, "gamma": 1.0}
+def learning_rate(lr: float, halve_every: int, step: int) -> float:
+    """lr(step) = lr · 0.5^⌊step / halve_every⌋ (the authors halve it every 100 epochs); halve_every 0: constant.
+    Halving is exact in binary floating point, so this equals torch's StepLR(gamma=0.5) running product bit for
+    bit (tests/test_training_maths.py), and, being a function of the step alone, needs no state to resume."""
+    return lr * 0.5 ** (step // halve_every) if halve_every > 0 else lr
 
 
 def make_adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -82,9 +83,7 @@ class DenoiserModule(L.LightningModule):
         return self.ema if self.ema is not None else self.net
 
     def configure_optimizers(self):
-        optimizer = make_adam(self.net.parameters(), self.cfg.lr, self.device)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, **halving(self.cfg.lr_halve_every))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return make_adam(self.net.parameters(), self.cfg.lr, self.device)  # its lr is set each step (optimizer_step)
 
     def on_train_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -98,23 +97,13 @@ class DenoiserModule(L.LightningModule):
         self.val_batches = {k: v.to(self.device) for k, v in self.val_batches.items()}
         if self.metrics_path is not None and self.global_rank == 0:
             trim_records(self.metrics_path, self.global_step)  # records past the resumed checkpoint
-        self.apply_configured_lr()
         self.first_non_finite = torch.tensor(NO_STEP, device=self.device)
         self.checked_to = self.global_step
 
-    def apply_configured_lr(self) -> None:
-        """The config's lr and halving period win over a resumed checkpoint's (StepLR's state holds both):
-        a diverged run's last.ckpt can continue at a lower trainer.lr. With the same settings (every
-        ordinary resume) nothing changes, bit for bit."""
-        scheduler, settings = self.lr_schedulers(), halving(self.cfg.lr_halve_every)
-        if scheduler is None or (scheduler.base_lrs == [self.cfg.lr]
-                                 and all(getattr(scheduler, k) == v for k, v in settings.items())):
-            return
-        scheduler.base_lrs = [self.cfg.lr]
-        scheduler.step_size, scheduler.gamma = settings["step_size"], settings["gamma"]
-        factor = scheduler.gamma ** (self.global_step // scheduler.step_size)  # StepLR's closed form
-        for group in self.optimizers().optimizer.param_groups:
-            group["lr"] = self.cfg.lr * factor
+    def lr_at(self, step: int) -> float:
+        """The config's learning rate at `step`: after a resume the config's trainer.lr and lr_halve_every hold
+        (a diverged run's last.ckpt can continue at a lower trainer.lr), not the checkpoint's."""
+        return learning_rate(self.cfg.lr, self.cfg.lr_halve_every, step)
 
     def per_rank_batch(self) -> int:
         return self.cfg.batch_size // self.trainer.world_size
@@ -151,9 +140,11 @@ class DenoiserModule(L.LightningModule):
         index = torch.randint(len(self.images), (self.per_rank_batch(),), generator=generator, device=self.device)
         return self.images[index]
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        """Adam step, then the EMA update — inside the step, so a checkpoint taken after it holds both."""
-        super().optimizer_step(*args, **kwargs)
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """Adam step at lr(step), then the EMA update — inside the step, so a checkpoint taken after it holds both."""
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr_at(self.global_step)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.ema is not None:
             update_ema(self.ema, self.net, self.cfg.ema_decay)
         steps_done = self.global_step + 1  # Lightning counts this step once the hook returns
@@ -165,7 +156,7 @@ class DenoiserModule(L.LightningModule):
         if self.global_rank != 0:
             return
         if step % self.cfg.log_every == 0 and self.last_loss is not None:
-            lr, loss = self.trainer.optimizers[0].param_groups[0]["lr"], self.last_loss.item()
+            lr, loss = self.lr_at(step), self.last_loss.item()  # lr(step): the rate of the next step
             self.record({"train/loss": loss, "lr": lr}, step)
             if self.trainer.progress_bar_callback is not None:  # a host tensor: the bar reads it without a sync
                 self.log("train/loss", torch.tensor(loss), prog_bar=True, logger=False, rank_zero_only=True)
