@@ -102,5 +102,7 @@ def test_bad_input_is_refused_with_its_name():
         bootstrap([], mean, rng)
     with pytest.raises(ValueError, match="paired values need equal lengths; got 3 and 2"):
         paired_difference([1.0, 2.0, 3.0], [1.0, 2.0], rng)
+    with pytest.raises(ValueError, match="test_model and test_wiener are per-image PSNRs of the same images; got 2"):
+        wiener_differenced_gap([1.0], [1.0], [1.0, 2.0], [1.0], rng)
     with pytest.raises(ValueError, match="level is 1.5"):
         bootstrap([1.0, 2.0], mean, rng, level=1.5)

@@ -110,6 +110,14 @@ def wiener_differenced_gap(train_model, train_wiener, test_model, test_wiener, r
     and noise: mean(train_model − train_wiener) − mean(test_model − test_wiener). The Wiener filter knows no
     training image, so the subtraction removes the difference in difficulty between the two image sets and
     the noise draws' share of the per-image spread; train and test images are independent (unpaired)."""
-    train = _values(train_model, "train_model") - _values(train_wiener, "train_wiener")
-    test = _values(test_model, "test_model") - _values(test_wiener, "test_wiener")
+    train = _per_image_difference(train_model, train_wiener, "train")
+    test = _per_image_difference(test_model, test_wiener, "test")
     return unpaired_difference(train, test, rng, draws=draws, level=level)
+
+
+def _per_image_difference(model, wiener, split: str) -> np.ndarray:
+    model, wiener = _values(model, f"{split}_model"), _values(wiener, f"{split}_wiener")
+    if len(model) != len(wiener):
+        raise ValueError(f"{split}_model and {split}_wiener are per-image PSNRs of the same images; got "
+                         f"{len(model)} and {len(wiener)} values")
+    return model - wiener
