@@ -83,6 +83,9 @@ class SamplerConfig:
     max_steps: int = 2000  # hard cap on iterations per sample
     final_denoise: bool = True  # finish with one full denoising step x ← f(x)
     diverge_sigma: float = 10.0  # flag a sample as diverged once σ_t exceeds this
+    # flag a sample as diverged when a pixel of its final image lies more than this outside the data range [0, 1],
+    # pixel units (1.0: below −1 or above 2); σ_t bounds the noise, not the amplitude. None: no bound (as before)
+    diverge_pixel_margin: Optional[float] = None
 
 
 @dataclass
@@ -421,6 +424,9 @@ def _check_sampler(s: SamplerConfig) -> None:
                           "be < sigma_0 (e.g. sigma_end=0.05 with sigma_0=1)")
     if s.max_steps <= 0:
         raise ConfigError(f"config key 'sampler.max_steps' is {s.max_steps}; it must be > 0")
+    if s.diverge_pixel_margin is not None and not s.diverge_pixel_margin >= 0:
+        raise ConfigError(f"config key 'sampler.diverge_pixel_margin' is {s.diverge_pixel_margin}; it must be ≥ 0 "
+                          "(pixel units beyond the data range [0, 1], e.g. 1.0) or null for no amplitude bound")
 
 
 def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:

@@ -46,7 +46,9 @@ SYNC_EVERY = 8
 class SampleResult:
     images: torch.Tensor  # [K, C, H, W] final samples (after the optional final denoise)
     steps: torch.Tensor  # [K] iterations taken by each sample
-    diverged: torch.Tensor  # [K] bool: some σ_t (the final y's too) exceeded the bound, or a value was not finite
+    # [K] bool: some σ_t (the final y's too) exceeded the bound, a value was not finite, or a final pixel lay
+    # beyond sampler.diverge_pixel_margin
+    diverged: torch.Tensor
     final_sigma: torch.Tensor  # [K] effective noise σ_t when the sample stopped (of the last y at the step cap)
 
 
@@ -180,13 +182,25 @@ def _sample_batch(denoiser, seeds, shape, cfg: SamplerConfig, device, sync_every
             break
     b.store(out)
     images = _finish(denoiser, out.y, cfg, out.diverged).cpu()
-    diverged = out.diverged.cpu() | ~_finite(images)  # the final denoise may overflow too
+    diverged = out.diverged.cpu() | ~_finite(images) | _blown_up(images, cfg.diverge_pixel_margin)
     return images, out.steps.cpu(), diverged, out.sigma.cpu()
 
 
 def _finite(y: torch.Tensor) -> torch.Tensor:
     """[K] bool, on y's device: every value of sample i is finite."""
     return torch.isfinite(y).flatten(1).all(1)
+
+
+def _blown_up(images: torch.Tensor, margin: float | None) -> torch.Tensor:
+    """[K] bool: a pixel of the final image lies more than `margin` outside the data range [0, 1].
+
+    σ_t stops the loop but does not bound the amplitude: a bias-free denoiser is homogeneous (f(λy) = λ f(y)),
+    so an image it leaves nearly unchanged stays nearly unchanged at any scale, with a small σ_t. Only the final
+    image is checked (y_0's noise itself reaches several σ_0 beyond the range)."""
+    if margin is None:
+        return torch.zeros(len(images), dtype=torch.bool)
+    pixels = images.flatten(1)
+    return ((pixels < -margin) | (pixels > 1 + margin)).any(1)
 
 
 def _finish(denoiser, y, cfg: SamplerConfig, diverged):

@@ -51,6 +51,7 @@ def test_resolved_yaml_round_trips(tmp_path):
         (["sampler.beta=0"], ["sampler.beta", "0 < beta", "never reaches sampler.sigma_end"]),
         (["sampler.sigma_end=1.0"], ["sampler.sigma_end", "sigma_end must be < sigma_0"]),
         (["sampler.sigma_end=0.5", "sampler.sigma_0=0.2"], ["sampler.sigma_end", "sampler.sigma_0"]),
+        (["sampler.diverge_pixel_margin=-0.5"], ["sampler.diverge_pixel_margin", "≥ 0", "null"]),
     ],
 )
 def test_bad_values_name_their_key(overrides, fragments):

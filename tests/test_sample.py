@@ -261,6 +261,27 @@ def test_sigma_past_the_bound_after_the_last_step_is_flagged_diverged():
     assert torch.isfinite(out.images[~out.diverged]).all()
 
 
+def test_a_sample_that_blows_up_in_amplitude_is_flagged_only_under_the_pixel_bound():
+    # The denoiser's one fixed point is a blown-up image (pixel std ≈ 6, as patches16's up to 70): σ_t
+    # falls below σ_∞ as for any converging sample, so only the amplitude bound can flag it.
+    target = _target()
+    blown_up = 0.5 + 20 * (target - 0.5)
+    base = {"h0": 0.2, "beta": 0.5, "max_steps": 200}
+    unbounded = sample(ShrinkToward(blown_up, c=0.5), range(3), (1, 8, 8), SamplerConfig(**base))
+    assert not unbounded.diverged.any() and (unbounded.final_sigma <= 0.05).all()  # σ_t alone passes it
+    bounded = SamplerConfig(**base, diverge_pixel_margin=1.0)
+    assert sample(ShrinkToward(blown_up, c=0.5), range(3), (1, 8, 8), bounded).diverged.all()
+    assert not sample(ShrinkToward(target, c=0.5), range(3), (1, 8, 8), bounded).diverged.any()
+
+
+@pytest.mark.parametrize("pixel, flagged", [(2.0, False), (2.01, True), (-1.0, False), (-1.01, True)])
+def test_pixel_bound_is_strict_beyond_the_data_range(pixel, flagged):
+    x = _target().clone()
+    x[0, 0, 0] = pixel  # the final denoise returns x exactly
+    cfg = SamplerConfig(h0=0.5, beta=0.5, max_steps=5, diverge_pixel_margin=1.0)
+    assert sample(ShrinkToward(x), [0], (1, 8, 8), cfg).diverged.tolist() == [flagged]
+
+
 def test_non_finite_final_denoise_is_flagged_diverged():
     cfg = SamplerConfig(h0=0.2, beta=0.5, max_steps=60)
     inner, seeds = ShrinkToward(_target(), c=0.7), range(3)

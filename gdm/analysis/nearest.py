@@ -27,11 +27,21 @@ def nearest(samples: torch.Tensor, train: torch.Tensor, similarity: str = "corre
     `candidates` images lie within fp32 rounding of the best (≈ √D · 2⁻²⁴ in cosine); even then the value
     returned is a true float64 similarity within that rounding of the best.
     """
-    if similarity not in SIMILARITIES:
-        raise KeyError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
     if len(train) == 0:
+        if similarity not in SIMILARITIES:
+            raise KeyError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
         none = torch.full((len(samples),), -float("inf"), dtype=torch.float64)
         return none, torch.zeros(len(samples), dtype=torch.long)
+    index = screen(samples, train, similarity, chunk=chunk, candidates=candidates, device=device)
+    return _recheck(samples.to(device), train, index, similarity)
+
+
+def screen(samples: torch.Tensor, train: torch.Tensor, similarity: str, *, chunk: int = 8192,
+           candidates: int = CANDIDATES, device="cpu") -> torch.Tensor:
+    """Training indices [K, min(candidates, n)] of each sample's best candidates by the fp32 screen (see
+    `nearest`), on `device`; the caller re-checks them in float64."""
+    if similarity not in SIMILARITIES:
+        raise KeyError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
     queries = samples.to(device)
     origin = queries.flatten(1).double().mean(0)
     q = ranking_features(similarity, queries, origin, query=True)
@@ -39,7 +49,7 @@ def nearest(samples: torch.Tensor, train: torch.Tensor, similarity: str = "corre
     for start in range(0, len(train), chunk):
         t = ranking_features(similarity, train[start : start + chunk].to(device), origin, query=False)
         scores, index = _keep_best(scores, index, q @ t.T, start, candidates)
-    return _recheck(queries, train, index, similarity)
+    return index
 
 
 def _keep_best(scores, index, chunk_scores: torch.Tensor, start: int, k: int):
