@@ -174,6 +174,10 @@ class PairResults:
         """The file's numbers (not bools): W&B's summary of the pair."""
         return {k: v for k, v in self.to_json().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
+    def summary(self) -> dict[str, Any]:
+        """W&B's summary of the pair: its numbers and its verdict."""
+        return self.scalars() | {"verdict": self.verdict}
+
     def psnr_curves(self) -> dict[str, dict]:
         """The pair's PSNR curves by label: the models', then each reference's, on train and test images."""
         curves = {}
