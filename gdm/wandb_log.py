@@ -173,7 +173,7 @@ def log_report(cfg: ExperimentConfig, rows: list[dict], figures: list[Path]) -> 
 
     run = start_run(cfg, None, "report")
     try:
-        columns = list(rows[0]) if rows else ["dataset", "n"]
+        columns = list(dict.fromkeys(c for row in rows for c in row)) or ["dataset", "n"]  # older rows lack some
         run.log({"report/summary": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])}
                 | {f"report/{p.stem}": wandb.Image(str(p)) for p in figures})
     finally:
