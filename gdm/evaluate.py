@@ -24,13 +24,14 @@ from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
 from gdm.cells import EvalPair, Files, data_dir, pair_settings
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
-from gdm.pair_records import Agreement, PairEvaluation, Realism
+from gdm.pair_records import Agreement, PairEvaluation, Realism, sampler_key
 from gdm.precision import current_precision, true_fp32
 from gdm.results import GaussianMargin, PairResults, health_warnings
 from gdm.sample import SampleResult, sample
 
 Device = torch.device | str  # where models and tensors run ("cpu", "cuda", …)
 MEASURES = ("cosine", "correlation")  # always reported; cfg.eval.similarity picks the headline
+SAMPLER_ARRAYS = (("samples", "images"), ("steps", "steps"), ("diverged", "diverged"))  # samples.pt ← SampleResult
 
 
 @dataclass
@@ -283,10 +284,7 @@ def write_outputs(
 ) -> dict[str, Path]:
     """samples.pt, the figures, results.json and results.csv of the pair; returns the figures' paths."""
     directory = pair.directory(cfg)
-    tensors = {f"samples_{s}": r.images for s, r in samples.items()}
-    tensors.update(
-        {f"steps_{s}": r.steps for s, r in samples.items()} | {f"diverged_{s}": r.diverged for s, r in samples.items()}
-    )
+    tensors = {sampler_key(kind, s): getattr(r, field) for kind, field in SAMPLER_ARRAYS for s, r in samples.items()}
     atomic_torch_save(directory / Files.SAMPLES, {**tensors, **evaluation.arrays()})
     paths = pair_figures(cfg, pair, results, evaluation, samples, data)
     atomic_write_json(directory / Files.RESULTS, results.to_json())

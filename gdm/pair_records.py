@@ -5,7 +5,8 @@ report.py reads them back from samples.pt. The array names of samples.pt are def
 here (`Agreement.key`, which is gdm.results.agreement_key, and `Realism.key`), so no caller builds or parses a
 key by hand. Their summaries are gdm.results' records (MeasureSummary, SplitRealism), which own results.json's keys.
 
-samples.pt (one pair): `valid` [K] (seeds where neither model diverged) and, per similarity measure m,
+samples.pt (one pair): per split s the sampler's `samples_s` [K, 1, H, W], `steps_s` and `diverged_s` [K]
+(`sampler_key`); `valid` [K] (seeds where neither model diverged) and, per similarity measure m,
 `ab_m` [K'], `nearest_m` and `nearest_other_m` [S·K'] (split A's samples, then B's), `nearest_index_<s>_m`
 [K'], `cross_seed_m` [K'(K'−1)], `novelty_m` [S·T]; per image set x ∈ {test, A, B}, `realism_contrast_x`,
 `realism_spectrum_x`, `realism_histogram_x`. K' = number of valid seeds, S = splits, T = held-out images.
@@ -29,6 +30,11 @@ def median(x: torch.Tensor) -> float | None:
 
 def mean(x: torch.Tensor) -> float | None:
     return float(x.mean()) if len(x) else None
+
+
+def sampler_key(kind: str, split: str) -> str:
+    """The samples.pt name of one model's sampler output: kind ∈ samples, steps, diverged (e.g. `samples_A`)."""
+    return f"{kind}_{split}"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from gdm.cells import (
 )
 from gdm.config import ExperimentConfig, to_yaml
 from gdm.io import atomic_write_json, atomic_write_text, file_sha256, read_json, stable_hash
-from gdm.pair_records import Agreement, Realism
+from gdm.pair_records import Agreement, Realism, sampler_key
 from gdm.results import PairResults
 
 SPLITS = ("A", "B")
@@ -375,7 +375,7 @@ def _grid(cfg: ExperimentConfig, dataset: str, mine, arrays: dict, out: Path) ->
             continue
         train = load_split(folder, "A", p.n)
         index = a[Agreement.key("nearest_index", measure, "A")]
-        sa, sb = a["samples_A"][valid], a["samples_B"][valid]
+        sa, sb = (a[sampler_key("samples", s)][valid] for s in SPLITS)
         rows.append([img for i in range(k) for img in (sa[i], sb[i], train[index[i]])])
         labels.append(f"n={p.n}" + (f"\n{r.verdict}" if r.verdict else ""))
     if rows:
