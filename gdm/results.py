@@ -150,7 +150,7 @@ class PairResults:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return tuple(self.psnr)
+        return tuple(sorted(self.psnr))
 
     def measure(self, measure: str) -> MeasureSummary:
         """The statistics of one similarity measure (all None when it was not measured)."""
