@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,12 +24,14 @@ from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
 from gdm.cells import EvalPair, Files, data_dir, pair_settings
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
-from gdm.pair_records import Agreement, PairEvaluation, Realism
+from gdm.pair_records import Agreement, PairEvaluation, Realism, sampler_key
 from gdm.precision import current_precision, true_fp32
+from gdm.results import GaussianMargin, PairResults, health_warnings
 from gdm.sample import SampleResult, sample
 
 Device = torch.device | str  # where models and tensors run ("cpu", "cuda", …)
 MEASURES = ("cosine", "correlation")  # always reported; cfg.eval.similarity picks the headline
+SAMPLER_ARRAYS = (("samples", "images"), ("steps", "steps"), ("diverged", "diverged"))  # samples.pt ← SampleResult
 
 
 @dataclass
@@ -56,15 +58,14 @@ def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) 
     with true_fp32():  # the paper's numbers in IEEE fp32 whatever this process allows (TF32 would cost 1e-3)
         samples = {s: _sample(cfg, data.denoisers[s], data.test.shape[1:], device, progress) for s in data.denoisers}
         results, evaluation = summarize(cfg, pair, data, samples, device)
-        if cfg.eval.jacobian.enabled:
-            results["jacobian"] = geometry_of(cfg, data, directory)
-        results["precision"] = current_precision(model_dtype(data)).record()
+        jacobian = geometry_of(cfg, data, directory) if cfg.eval.jacobian.enabled else None
+        results = replace(results, jacobian=jacobian, precision=current_precision(model_dtype(data)).record())
     check_cells_unchanged(cfg, pair)
     figures = write_outputs(cfg, pair, results, evaluation, samples, data)
-    lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES), flags=status_flags(results))
+    lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES), flags=results.flags())
     if cfg.wandb.mode != "disabled":  # after DONE: a W&B failure can cost nothing that was computed
         log_wandb(cfg, pair, results, evaluation, figures, samples)
-    return results
+    return results.to_json()
 
 
 def check_cells_unchanged(cfg: ExperimentConfig, pair: EvalPair) -> None:
@@ -104,35 +105,37 @@ def _sample(
 
 def summarize(
     cfg: ExperimentConfig, pair: EvalPair, data: PairData, samples: dict, device: Device
-) -> tuple[dict, PairEvaluation]:
-    """results.json's values and the per-sample records behind samples.pt; diverged samples are excluded."""
+) -> tuple[PairResults, PairEvaluation]:
+    """results.json's record and the per-sample records behind samples.pt; diverged samples are excluded.
+    The Jacobian and the precision record are added by eval_pair."""
     splits = sorted(samples)
     ok = torch.stack([~samples[s].diverged for s in splits]).all(0)
-    results: dict = {"pair": pair.pair_id, "dataset": pair.dataset, "n": pair.n, "num_samples": int(ok.numel()),
-                     "num_valid": int(ok.sum()), "headline_similarity": cfg.eval.similarity}
-    results.update({f"diverged_{s}": int(samples[s].diverged.sum()) for s in splits})
-    results.update({f"median_steps_{s}": float(samples[s].steps.float().median()) for s in splits})
     measures = (*MEASURES, *(m for m in [cfg.eval.similarity] if m not in MEASURES))
     agreements = {m: agreement(m, splits, samples, data, ok, device) for m in measures}
-    for record in agreements.values():
-        results.update(record.summary())
     headline, threshold = agreements[cfg.eval.similarity].pooled(), cfg.eval.memorization_threshold
-    results["memorized_fraction"] = _fraction(headline["nearest"] > threshold)
-    results["memorized_fraction_other"] = _fraction(headline["nearest_other"] > threshold)
-    results["psnr"] = _psnr_curves(cfg, data, device)
-    if cfg.eval.optimal_reference:
-        results["psnr_optimal"] = optimal_psnr_curves(
-            data.train, data.test, cfg.eval.psnr_sigmas, **_psnr_run(cfg, device)
-        )
-    gaps = [psnr.generalization_gap(results["psnr"][s]["train"], results["psnr"][s]["test"]) for s in splits]
-    results.update({f"psnr_gap_{s}": g for s, g in zip(splits, gaps, strict=True)})
-    results["psnr_gap"] = sum(gaps) / len(gaps)
-    if cfg.eval.gaussian_reference:
-        results["psnr_gaussian"] = _gaussian_curves(cfg, data, device)
+    results = PairResults(
+        pair=pair.pair_id, dataset=pair.dataset, n=pair.n, num_samples=int(ok.numel()), num_valid=int(ok.sum()),
+        headline_similarity=cfg.eval.similarity, diverged={s: int(samples[s].diverged.sum()) for s in splits},
+        median_steps={s: float(samples[s].steps.float().median()) for s in splits},
+        agreement={m: record.summary() for m, record in agreements.items()},
+        memorized_fraction=_fraction(headline["nearest"] > threshold),
+        memorized_fraction_other=_fraction(headline["nearest_other"] > threshold), **_psnr_fields(cfg, data, device))
     realism = realism_of(data, samples, ok)
-    results.update(realism.summary())
-    results.update(_verdict(cfg, results, splits))
+    results = replace(results, contrast_test=realism.contrast("test"), realism=realism.summary())
+    results = replace(results, **_verdict(results), **_calpha(cfg, data, results),
+                      warnings=health_warnings(results.psnr, results.num_valid))
     return results, PairEvaluation(ok, agreements, realism)
+
+
+def _psnr_fields(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
+    """The models' PSNR curves and train − test gaps, with the memorizing and Gaussian references if asked for."""
+    curves = _psnr_curves(cfg, data, device)
+    optimal = optimal_psnr_curves(data.train, data.test, cfg.eval.psnr_sigmas, **_psnr_run(cfg, device)) \
+        if cfg.eval.optimal_reference else None
+    gaps = {s: psnr.generalization_gap(c["train"], c["test"]) for s, c in sorted(curves.items())}
+    gaussian = _gaussian_curves(cfg, data, device) if cfg.eval.gaussian_reference else None
+    return dict(psnr=curves, psnr_optimal=optimal, psnr_gap=gaps, psnr_gap_mean=sum(gaps.values()) / len(gaps),
+                psnr_gaussian=gaussian)  # PairResults' fields, by their names
 
 
 def agreement(measure: str, splits: list[str], samples: dict, data: PairData, ok: torch.Tensor,
@@ -183,26 +186,33 @@ def realism_of(data: PairData, samples: dict, ok: torch.Tensor) -> Realism:
     return Realism(profiles, tuple(sorted(samples)))
 
 
-def _verdict(cfg: ExperimentConfig, results: dict, splits: list[str]) -> dict:
+def _verdict(results: PairResults) -> dict:
     """The pair's verdict from its headline similarity, memorization, gaps and Gaussian margins (controls.verdict)."""
-    m = cfg.eval.similarity
-    margins = tuple(controls.band_margins(results["psnr"][s]["test"], results["psnr_gaussian"][s]["test"])
-                    for s in splits) if "psnr_gaussian" in results else ()
-    evidence = controls.PairEvidence(
-        results["memorized_fraction"],
-        results[f"ab_{m}_median"],
-        results[f"nearest_{m}_median"],
-        results[f"cross_seed_{m}_median"],
-        margins,
-        tuple(results[f"psnr_gap_{s}"] for s in splits),
-    )
-    out: dict = {"verdict": controls.verdict(evidence), "verdict_checks": controls.verdict_checks(evidence)}
-    for s, band in zip(splits, margins or [()] * len(splits), strict=True):
-        out[f"gaussian_margin_db_min_{s}"] = (
-            min(band) if band else None
-        )  # test PSNR − Gaussian reference over the σ band
-        out[f"gaussian_margin_db_mean_{s}"] = sum(band) / len(band) if band else None
-    return out
+    splits, gaussian = results.splits, results.psnr_gaussian
+    margins = {s: controls.band_margins(results.psnr[s]["test"], gaussian[s]["test"]) for s in splits} \
+        if gaussian is not None else {}
+    headline = results.headline()
+    evidence = controls.PairEvidence(results.memorized_fraction, headline.ab_median, headline.nearest_median,
+                                     headline.cross_seed_median, tuple(margins.values()),
+                                     tuple(results.psnr_gap[s] for s in splits))
+    return dict(verdict=controls.verdict(evidence), verdict_checks=controls.verdict_checks(evidence),
+                margins={s: _margin(margins.get(s, ())) for s in splits})
+
+
+def _margin(band: tuple[float, ...]) -> GaussianMargin:
+    """Test PSNR − Gaussian reference over the σ band: its worst value and its mean (None without a reference)."""
+    if not band:
+        return GaussianMargin()
+    return GaussianMargin(gaussian_margin_db_min=min(band), gaussian_margin_db_mean=sum(band) / len(band))
+
+
+def _calpha(cfg: ExperimentConfig, data: PairData, results: PairResults) -> dict:
+    """C^α datasets: each model's small-noise PSNR slope and the optimal α/(α+1) (gdm.analysis.calpha)."""
+    if data.family != "calpha":
+        return {}
+    alpha = float(cfg.datasets[results.dataset].params.get("alpha", 2.0))
+    return dict(calpha_slope={s: calpha.small_noise_slope(**_io(results.psnr[s]["test"])) for s in results.splits},
+                calpha_optimal_slope=calpha.optimal_slope(alpha))
 
 
 def _psnr_run(cfg: ExperimentConfig, device: Device) -> dict:
@@ -269,56 +279,26 @@ def _geometry_figures(out: dict, directory: Path, size: int) -> None:
 
 
 def write_outputs(
-    cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluation: PairEvaluation, samples: dict, data: PairData
+    cfg: ExperimentConfig, pair: EvalPair, results: PairResults, evaluation: PairEvaluation, samples: dict,
+    data: PairData
 ) -> dict[str, Path]:
     """samples.pt, the figures, results.json and results.csv of the pair; returns the figures' paths."""
     directory = pair.directory(cfg)
-    if data.family == "calpha":
-        alpha = float(cfg.datasets[pair.dataset].params.get("alpha", 2.0))
-        results["calpha_slope"] = {s: calpha.small_noise_slope(**_io(results["psnr"][s]["test"])) for s in samples}
-        results["calpha_optimal_slope"] = calpha.optimal_slope(alpha)
-    tensors = {f"samples_{s}": r.images for s, r in samples.items()}
-    tensors.update(
-        {f"steps_{s}": r.steps for s, r in samples.items()} | {f"diverged_{s}": r.diverged for s, r in samples.items()}
-    )
-    results["warnings"] = health_warnings(results)
+    tensors = {sampler_key(kind, s): getattr(r, field) for kind, field in SAMPLER_ARRAYS for s, r in samples.items()}
     atomic_torch_save(directory / Files.SAMPLES, {**tensors, **evaluation.arrays()})
     paths = pair_figures(cfg, pair, results, evaluation, samples, data)
-    atomic_write_json(directory / Files.RESULTS, results)
+    atomic_write_json(directory / Files.RESULTS, results.to_json())
     atomic_write_text(directory / Files.RESULTS_CSV, _csv_row(results))
     return paths
-
-
-def health_warnings(results: dict) -> list[str]:
-    """What makes this pair's numbers unusable or suspect, said in results.json, status and the report."""
-    warnings = [f"model {s} does not denoise (output PSNR below input PSNR at every σ on test images)"
-                for s, curves in sorted(results["psnr"].items()) if not denoises_curve(curves["test"])]
-    if results.get("num_valid") == 0:
-        warnings.append("every sample diverged: no similarity statistic has a value")
-    return warnings
-
-
-def status_flags(results: dict) -> tuple[str, ...]:
-    """The warnings in a few words, for `gdm status`."""
-    flags = [f"model {s} does not denoise" for s, c in sorted(results["psnr"].items()) if not denoises_curve(c["test"])]
-    return tuple(flags + (["all samples diverged"] if results.get("num_valid") == 0 else []))
-
-
-def denoises_curve(curve: dict) -> bool:
-    """Whether the output PSNR beats the input PSNR at one σ of a PSNR curve at least."""
-    return any(o > i for i, o in zip(curve["input_psnr"], curve["output_psnr"], strict=True))
 
 
 def _io(curve: dict) -> dict:
     return {"input_psnr": curve["input_psnr"], "output_psnr": curve["output_psnr"]}
 
 
-def scalars(results: dict) -> dict:
-    return {k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _csv_row(results: dict) -> str:
-    row = {k: v for k, v in results.items() if not isinstance(v, dict)}
+def _csv_row(results: PairResults) -> str:
+    """results.csv: one row of the record's values that are not mappings."""
+    row = results.flat()
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(row))
     writer.writeheader()
@@ -326,8 +306,8 @@ def _csv_row(results: dict) -> str:
     return buffer.getvalue()
 
 
-def pair_figures(cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluation: PairEvaluation, samples: dict,
-                 data: PairData) -> dict:
+def pair_figures(cfg: ExperimentConfig, pair: EvalPair, results: PairResults, evaluation: PairEvaluation,
+                 samples: dict, data: PairData) -> dict:
     directory = pair.directory(cfg)
     splits, ok, measure = sorted(samples), evaluation.valid, cfg.eval.similarity
     count = min(cfg.eval.grid_samples, int(ok.sum()))
@@ -341,11 +321,11 @@ def pair_figures(cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluatio
     for m, record in sorted(evaluation.agreements.items()):  # the headline, and the paper's cosine (Figure 2)
         name = "similarity_hist" if m == measure else f"similarity_hist_{m}"
         paths[name] = figures.histograms({f"n = {pair.n}": record.series()}, m, directory / f"{name}.png", density=True)
-    curves = {f"{s} {kind}": results["psnr"][s][kind] for s in splits for kind in ("train", "test")}
-    optimal = {f"{s} {kind}": results["psnr_optimal"][s][kind] for s in splits for kind in ("train", "test")
-               if s in results.get("psnr_optimal", {})}
-    gaussian = {f"{s} {kind}": results["psnr_gaussian"][s][kind] for s in splits for kind in ("train", "test")
-                if s in results.get("psnr_gaussian", {})}
+    curves = {f"{s} {kind}": results.psnr[s][kind] for s in splits for kind in ("train", "test")}
+    optimal = {f"{s} {kind}": results.psnr_optimal[s][kind] for s in splits for kind in ("train", "test")
+               if s in (results.psnr_optimal or {})}
+    gaussian = {f"{s} {kind}": results.psnr_gaussian[s][kind] for s in splits for kind in ("train", "test")
+                if s in (results.psnr_gaussian or {})}
     paths["psnr"] = figures.psnr_curves(curves, directory / "psnr.png", title=f"{pair.dataset}, n = {pair.n}",
                                         references=optimal, reference_label="optimal (memorizing) denoiser",
                                         linear=gaussian, linear_label="Gaussian (Wiener) reference of the pool")
@@ -365,12 +345,13 @@ def pair_figures(cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluatio
 
 
 def log_wandb(
-    cfg: ExperimentConfig, pair: EvalPair, results: dict, evaluation: PairEvaluation, paths: dict, samples: dict
+    cfg: ExperimentConfig, pair: EvalPair, results: PairResults, evaluation: PairEvaluation, paths: dict,
+    samples: dict
 ) -> None:
     """The pair's W&B run (job_type=eval): summary scalars and verdict, the per-σ PSNR table and plot of the
     models and references, the per-seed table, samples and figures (gdm.wandb_log)."""
     from gdm import wandb_log
 
-    summary = scalars(results) | {"verdict": results.get("verdict")}
-    wandb_log.log_eval(cfg, pair, summary, results, evaluation.per_seed_columns(cfg.eval.seed), paths,
+    wandb_log.log_eval(cfg, pair, results.summary(), results.psnr_curves(),
+                       evaluation.per_seed_columns(cfg.eval.seed), paths,
                        {s: r.images[evaluation.valid] for s, r in samples.items()})

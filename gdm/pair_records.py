@@ -2,9 +2,11 @@
 
 evaluate.py builds these records and passes them on (figures, the per-seed W&B table, samples.pt);
 report.py reads them back from samples.pt. The array names of samples.pt are defined here and only
-here (`Agreement.key`, `Realism.key`), so no caller builds or parses a key by hand.
+here (`Agreement.key`, which is gdm.results.agreement_key, and `Realism.key`), so no caller builds or parses a
+key by hand. Their summaries are gdm.results' records (MeasureSummary, SplitRealism), which own results.json's keys.
 
-samples.pt (one pair): `valid` [K] (seeds where neither model diverged) and, per similarity measure m,
+samples.pt (one pair): per split s the sampler's `samples_s` [K, 1, H, W], `steps_s` and `diverged_s` [K]
+(`sampler_key`); `valid` [K] (seeds where neither model diverged) and, per similarity measure m,
 `ab_m` [K'], `nearest_m` and `nearest_other_m` [S·K'] (split A's samples, then B's), `nearest_index_<s>_m`
 [K'], `cross_seed_m` [K'(K'−1)], `novelty_m` [S·T]; per image set x ∈ {test, A, B}, `realism_contrast_x`,
 `realism_spectrum_x`, `realism_histogram_x`. K' = number of valid seeds, S = splits, T = held-out images.
@@ -19,6 +21,7 @@ import torch
 
 from gdm.analysis import controls
 from gdm.analysis.controls import RealismProfile
+from gdm.results import MeasureSummary, SplitRealism, agreement_key
 
 
 def median(x: torch.Tensor) -> float | None:
@@ -27,6 +30,11 @@ def median(x: torch.Tensor) -> float | None:
 
 def mean(x: torch.Tensor) -> float | None:
     return float(x.mean()) if len(x) else None
+
+
+def sampler_key(kind: str, split: str) -> str:
+    """The samples.pt name of one model's sampler output: kind ∈ samples, steps, diverged (e.g. `samples_A`)."""
+    return f"{kind}_{split}"
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,7 @@ class Agreement:
     cross_seed: torch.Tensor  # [K'(K'−1)] s(a_i, b_j), j ≠ i: control 1
     novelty: torch.Tensor  # held-out images against their nearest training image, splits concatenated: control 4
 
-    @staticmethod
-    def key(kind: str, measure: str, split: str | None = None) -> str:
-        """The samples.pt name of one array: kind ∈ ab, nearest, nearest_other, nearest_index, cross_seed, novelty."""
-        return f"{kind}_{split}_{measure}" if split is not None else f"{kind}_{measure}"
+    key = staticmethod(agreement_key)  # the samples.pt name of one array (gdm.results spells it, once)
 
     def pooled(self) -> dict[str, torch.Tensor]:
         """The per-sample arrays of samples.pt (without the indices): splits concatenated, A's samples first."""
@@ -52,11 +57,13 @@ class Agreement:
                 "nearest_other": torch.cat(list(self.nearest_other.values())),
                 "cross_seed": self.cross_seed, "novelty": self.novelty}
 
-    def summary(self) -> dict[str, float | None]:
+    def summary(self) -> MeasureSummary:
         """The medians (and the A–B mean) that results.json holds for this measure."""
-        medians = {f"{self.key(kind, self.measure)}_median": median(values) for kind, values in self.pooled().items()}
-        ab = f"{self.key('ab', self.measure)}_median"  # results.csv keeps the A–B mean beside its median
-        return {ab: medians.pop(ab), f"{self.key('ab', self.measure)}_mean": mean(self.ab)} | medians
+        pooled = self.pooled()
+        return MeasureSummary(ab_median=median(self.ab), ab_mean=mean(self.ab),
+                              nearest_median=median(pooled["nearest"]),
+                              nearest_other_median=median(pooled["nearest_other"]),
+                              cross_seed_median=median(self.cross_seed), novelty_median=median(self.novelty))
 
     def arrays(self) -> dict[str, torch.Tensor]:
         m, pooled = self.measure, self.pooled()
@@ -101,29 +108,25 @@ class Realism:
     splits: tuple[str, ...]
 
     KINDS = ("contrast", "spectrum", "histogram")
-    DISTANCES = ("contrast_distance", "spectrum_distance_db", "histogram_distance")
 
     @staticmethod
     def key(kind: str, images: str) -> str:
         """The samples.pt name of one profile: kind ∈ contrast, spectrum, histogram; images ∈ test, A, B."""
         return f"realism_{kind}_{images}"
 
-    def distances(self, split: str) -> dict[str, float | None]:
+    def of(self, split: str) -> SplitRealism:
+        """One model's contrast and distances to the held-out images (all None without a valid sample)."""
         if split not in self.profiles:
-            return dict.fromkeys(self.DISTANCES)
-        return controls.realism_distances(self.profiles[split], self.profiles["test"])
+            return SplitRealism()
+        distances = controls.realism_distances(self.profiles[split], self.profiles["test"])
+        return SplitRealism(contrast=self.contrast(split), **distances)
 
     def contrast(self, images: str) -> float | None:
         return float(self.profiles[images].contrast.mean()) if images in self.profiles else None
 
-    def summary(self) -> dict:
-        """results.json: contrast_test, realism.<split>, and the same flat as contrast_<s>, <distance>_<s>."""
-        out: dict = {"contrast_test": self.contrast("test"), "realism": {}}
-        for s in self.splits:
-            distances = self.distances(s)
-            out["realism"][s] = {"contrast": self.contrast(s), **distances}
-            out.update({f"contrast_{s}": self.contrast(s)} | {f"{k}_{s}": v for k, v in distances.items()})
-        return out
+    def summary(self) -> dict[str, SplitRealism]:
+        """split → its record, as results.json holds it (PairResults.realism)."""
+        return {s: self.of(s) for s in self.splits}
 
     def arrays(self) -> dict[str, torch.Tensor]:
         return {self.key(kind, name): getattr(p, kind) for name, p in self.profiles.items() for kind in self.KINDS}

@@ -1,8 +1,9 @@
 """`gdm report`: the memorization → generalization picture across n, from the pairs evaluated so far.
 
-Every per-pair result except dataset, n and psnr is optional (older runs, Jacobian analysis off, not
-a C^α dataset, every sample diverged): a missing value is "–" in the Markdown table, empty in the
-CSV, a gap in a line plot, and a figure whose data is missing altogether is not drawn.
+Each pair's results.json is read into its typed record (gdm.results.PairResults), and the report reads its
+fields, never a key. Every per-pair result except dataset, n and psnr is optional (older runs, Jacobian
+analysis off, not a C^α dataset, every sample diverged): a missing value is "–" in the Markdown table,
+empty in the CSV, a gap in a line plot, and a figure whose data is missing altogether is not drawn.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,22 +30,11 @@ from gdm.cells import (
 )
 from gdm.config import ExperimentConfig, to_yaml
 from gdm.io import atomic_write_json, atomic_write_text, file_sha256, read_json, stable_hash
-from gdm.pair_records import Agreement, Realism
+from gdm.pair_records import Agreement, Realism, sampler_key
+from gdm.results import PairResults
 
 SPLITS = ("A", "B")
-
-# Stored scalars of results.json, then values derived from its nested records (see `summary_row`).
-COLUMNS = ("dataset", "n", "ab_cosine_median", "nearest_cosine_median", "nearest_other_cosine_median",
-           "ab_correlation_median", "nearest_correlation_median", "nearest_other_correlation_median",
-           "memorized_fraction", "memorized_fraction_other", "psnr_gap", "diverged_A", "diverged_B",
-           "calpha_slope_mean", "calpha_optimal_slope", "jacobian_trace_mean", "jacobian_trace_optimal_mean",
-           "jacobian_optimal_relative_difference_mean",
-           # the controls (gdm.analysis.controls) and the verdict
-           "cross_seed_cosine_median", "novelty_cosine_median", "cross_seed_correlation_median",
-           "novelty_correlation_median", "gaussian_margin_db_min_A", "gaussian_margin_db_min_B",
-           "gaussian_margin_db_mean_A", "gaussian_margin_db_mean_B", "contrast_A", "contrast_B", "contrast_test",
-           "contrast_distance_A", "contrast_distance_B", "spectrum_distance_db_A", "spectrum_distance_db_B",
-           "histogram_distance_A", "histogram_distance_B", "verdict")
+MEASURES = ("cosine", "correlation")  # the similarity figures' measures (the paper's cosine, the headline)
 
 
 REPORT_PATIENCE = 600.0  # seconds a driver waits for another one making the same report
@@ -73,7 +64,7 @@ def make_report(cfg: ExperimentConfig, ownership: lifecycle.Ownership = lifecycl
 
 
 def _write_report(cfg: ExperimentConfig, pairs: list[EvalPair], inputs: dict, out: Path) -> None:
-    results = [read_json(p.directory(cfg) / Files.RESULTS) for p in pairs]
+    results = [PairResults.from_json(read_json(p.directory(cfg) / Files.RESULTS)) for p in pairs]
     atomic_write_text(out / "summary.csv", summary_csv(results))
     atomic_write_text(out / "summary.md", markdown_table(results) + warnings_section(results))
     for dataset in sorted({p.dataset for p in pairs}):
@@ -116,34 +107,34 @@ def _record_of(out: Path) -> dict | None:
         return None
 
 
-def warnings_section(results: list[dict]) -> str:
+def warnings_section(results: list[PairResults]) -> str:
     """A Markdown list of each pair's health warnings (a model that does not denoise, all samples diverged)."""
-    lines = [f"- {r['dataset']}, n = {r['n']}: {w}" for r in results for w in r.get("warnings") or ()]
+    lines = [f"- {r.dataset}, n = {r.n}: {w}" for r in results for w in r.warnings or ()]
     return "\n## Warnings\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 # --- the summary table ------------------------------------------------------------------------
 
 
-def summary_row(results: dict) -> dict:
-    """One (dataset, n) as a flat record over COLUMNS: stored scalars plus means of nested records."""
-    row = {key: results.get(key) for key in COLUMNS}
-    row["calpha_slope_mean"] = _mean(calpha_slopes(results).values())
-    row["jacobian_trace_mean"] = _mean(r.get("trace") for r in jacobian_records(results))
+def summary_row(results: PairResults) -> dict:
+    """One (dataset, n) as a flat record: every scalar results.json holds (gdm.results.PairResults.flat), then
+    the means of its nested records (C^α slopes, Jacobian traces)."""
+    row = {k: v for k, v in results.flat().items() if v is None or isinstance(v, (str, int, float))}
     optimal = [r.get("optimal") or {} for r in jacobian_records(results)]
-    row["jacobian_trace_optimal_mean"] = _mean(o.get("trace") for o in optimal)
-    row["jacobian_optimal_relative_difference_mean"] = _mean(o.get("relative_difference") for o in optimal)
-    return row
+    return row | {"calpha_slope_mean": _mean(calpha_slopes(results).values()),
+                  "jacobian_trace_mean": _mean(r.get("trace") for r in jacobian_records(results)),
+                  "jacobian_trace_optimal_mean": _mean(o.get("trace") for o in optimal),
+                  "jacobian_optimal_relative_difference_mean": _mean(o.get("relative_difference") for o in optimal)}
 
 
-def calpha_slopes(results: dict) -> dict:
+def calpha_slopes(results: PairResults) -> dict:
     """split → measured small-noise slope of the test PSNR curve (C^α datasets only; may be None)."""
-    return dict(results.get("calpha_slope") or {})
+    return dict(results.calpha_slope or {})
 
 
-def jacobian_records(results: dict, split: str | None = None) -> list[dict]:
+def jacobian_records(results: PairResults, split: str | None = None) -> list[dict]:
     """Jacobian records (trace, eigenvalues, ...) of every image and σ, of one split or of all."""
-    per_point = (results.get("jacobian") or {}).values()
+    per_point = (results.jacobian or {}).values()
     return [record for records in per_point for s, record in records.items() if split in (None, s)]
 
 
@@ -153,67 +144,75 @@ def _mean(values) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def summary_csv(results: list[dict]) -> str:
+def summary_csv(results: list[PairResults]) -> str:
+    rows = [summary_row(r) for r in results]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
     writer.writeheader()
-    writer.writerows(summary_row(r) for r in results)  # None → empty cell
+    writer.writerows(rows)  # None, or a value an older file lacks → empty cell
     return buffer.getvalue()
 
 
 @dataclass(frozen=True)
 class _Column:
-    """A Markdown column: its header and the row keys it shows, joined by '/' (e.g. diverged A/B)."""
+    """A Markdown column: its header and the values it shows of a pair, joined by '/' (e.g. diverged A/B)."""
 
     header: str
-    keys: tuple[str, ...]
+    values: Callable[[PairResults], tuple]
     digits: int = 3
     optional: bool = False  # dropped when no row has a value (e.g. C^α slope on a disks-only run)
 
-    def cell(self, row: dict) -> str:
-        return "/".join(_f(row[key], self.digits) for key in self.keys)
+    def cell(self, results: PairResults) -> str:
+        return "/".join(_f(value, self.digits) for value in self.values(results))
 
-    def shown(self, rows: list[dict]) -> bool:
-        return not self.optional or any(row[key] is not None for row in rows for key in self.keys)
+    def shown(self, results: list[PairResults]) -> bool:
+        return not self.optional or any(v is not None for r in results for v in self.values(r))
+
+
+def _per_split(value: Callable[[PairResults, str], float | None]) -> Callable[[PairResults], tuple]:
+    return lambda r: tuple(value(r, s) for s in SPLITS)
 
 
 # "other split": each sample's nearest image in the training set of the model it was NOT trained
 # on, the control for "nearest train": at large n both should be alike (generalization).
 MARKDOWN_COLUMNS = (
-    _Column("A–B cosine", ("ab_cosine_median",)),
-    _Column("nearest cosine", ("nearest_cosine_median",)),
-    _Column("nearest cosine, other split", ("nearest_other_cosine_median",)),
-    _Column("A–B correlation", ("ab_correlation_median",)),
-    _Column("nearest correlation", ("nearest_correlation_median",)),
-    _Column("nearest correlation, other split", ("nearest_other_correlation_median",)),
-    _Column("memorized", ("memorized_fraction",), 2),
-    _Column("memorized, other split", ("memorized_fraction_other",), 2),
-    _Column("PSNR gap (dB)", ("psnr_gap",), 2),
-    _Column("C^α slope / optimal α/(α+1)", ("calpha_slope_mean", "calpha_optimal_slope"), optional=True),
-    _Column("Jacobian trace (eff. dim.)", ("jacobian_trace_mean",), 1, optional=True),
-    _Column("diverged A/B", ("diverged_A", "diverged_B"), 0),
+    _Column("A–B cosine", lambda r: (r.measure("cosine").ab_median,)),
+    _Column("nearest cosine", lambda r: (r.measure("cosine").nearest_median,)),
+    _Column("nearest cosine, other split", lambda r: (r.measure("cosine").nearest_other_median,)),
+    _Column("A–B correlation", lambda r: (r.measure("correlation").ab_median,)),
+    _Column("nearest correlation", lambda r: (r.measure("correlation").nearest_median,)),
+    _Column("nearest correlation, other split", lambda r: (r.measure("correlation").nearest_other_median,)),
+    _Column("memorized", lambda r: (r.memorized_fraction,), 2),
+    _Column("memorized, other split", lambda r: (r.memorized_fraction_other,), 2),
+    _Column("PSNR gap (dB)", lambda r: (r.psnr_gap_mean,), 2),
+    _Column("C^α slope / optimal α/(α+1)", lambda r: (_mean(calpha_slopes(r).values()), r.calpha_optimal_slope),
+            optional=True),
+    _Column("Jacobian trace (eff. dim.)", lambda r: (_mean(j.get("trace") for j in jacobian_records(r)),), 1,
+            optional=True),
+    _Column("diverged A/B", _per_split(lambda r, s: r.diverged.get(s)), 0),
     # controls: A–B agreement counts above the cross-seed baseline and the nearest-training similarity; a
     # new image reaches the novelty level; test PSNR minus the Gaussian (Wiener) reference, worst σ of the band
-    _Column("A–B correlation, other seeds", ("cross_seed_correlation_median",), optional=True),
-    _Column("held-out–nearest correlation (novelty)", ("novelty_correlation_median",), optional=True),
-    _Column(
-        "test − Gaussian ref. (dB), min A/B", ("gaussian_margin_db_min_A", "gaussian_margin_db_min_B"), 2, optional=True
-    ),
-    _Column("contrast A/B/held-out", ("contrast_A", "contrast_B", "contrast_test"), 3, optional=True),
-    _Column("spectrum dist. A/B (dB)", ("spectrum_distance_db_A", "spectrum_distance_db_B"), 1, optional=True),
-    _Column("histogram dist. A/B", ("histogram_distance_A", "histogram_distance_B"), 3, optional=True),
-    _Column("verdict", ("verdict",), optional=True),
+    _Column("A–B correlation, other seeds", lambda r: (r.measure("correlation").cross_seed_median,), optional=True),
+    _Column("held-out–nearest correlation (novelty)", lambda r: (r.measure("correlation").novelty_median,),
+            optional=True),
+    _Column("test − Gaussian ref. (dB), min A/B", _per_split(lambda r, s: r.margin(s).gaussian_margin_db_min), 2,
+            optional=True),
+    _Column("contrast A/B/held-out", lambda r: (r.realism_of("A").contrast, r.realism_of("B").contrast,
+                                                r.contrast_test), 3, optional=True),
+    _Column("spectrum dist. A/B (dB)", _per_split(lambda r, s: r.realism_of(s).spectrum_distance_db), 1,
+            optional=True),
+    _Column("histogram dist. A/B", _per_split(lambda r, s: r.realism_of(s).histogram_distance), 3, optional=True),
+    _Column("verdict", lambda r: (r.verdict,), optional=True),
 )
 
 
-def markdown_table(results: list[dict]) -> str:
+def markdown_table(results: list[PairResults]) -> str:
     """Per (dataset, n): median A–B and sample–nearest similarities (own and other split's training
     set), memorization, train–test PSNR gap, and where measured the C^α slope and Jacobian trace."""
-    rows = [summary_row(r) for r in results]
-    columns = [c for c in MARKDOWN_COLUMNS if c.shown(rows)]
+    columns = [c for c in MARKDOWN_COLUMNS if c.shown(results)]
     head = "| dataset | n | " + " | ".join(c.header for c in columns) + " |\n"
     rule = "|---|---|" + "---|" * len(columns) + "\n"
-    body = [f"| {r['dataset']} | {r['n']} | " + " | ".join(c.cell(r) for c in columns) + " |" for r in rows]
+    body = [f"| {r.dataset} | {r.n} | " + " | ".join(c.cell(r) for c in columns) + " |" for r in results]
     return head + rule + "\n".join(body) + "\n"
 
 
@@ -226,7 +225,7 @@ def _f(value, digits: int = 3) -> str:
 # --- figures per dataset ----------------------------------------------------------------------
 
 
-def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalPair, dict]], out: Path) -> None:
+def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalPair, PairResults]], out: Path) -> None:
     if not mine:
         return
     _similarity_figures(dataset, mine, out)
@@ -245,16 +244,17 @@ def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalP
 def _similarity_figures(dataset: str, mine, out: Path) -> None:
     """Median similarities and the train–test PSNR gap against n (the paper's transition)."""
     ns = [p.n for p, _ in mine]
-    for measure in ("cosine", "correlation"):
-        series = {"A–B (median)": [r.get(f"ab_{measure}_median") for _, r in mine],
-                  "sample–nearest train (median)": [r.get(f"nearest_{measure}_median") for _, r in mine],
-                  "sample–nearest other split (median)": [r.get(f"nearest_other_{measure}_median") for _, r in mine]}
-        controls = {"A–B, different seeds (median)": [r.get(f"cross_seed_{measure}_median") for _, r in mine],
-                    "held-out–nearest train (median)": [r.get(f"novelty_{measure}_median") for _, r in mine]}
+    for measure in MEASURES:
+        stats = [r.measure(measure) for _, r in mine]
+        series = {"A–B (median)": [m.ab_median for m in stats],
+                  "sample–nearest train (median)": [m.nearest_median for m in stats],
+                  "sample–nearest other split (median)": [m.nearest_other_median for m in stats]}
+        controls = {"A–B, different seeds (median)": [m.cross_seed_median for m in stats],
+                    "held-out–nearest train (median)": [m.novelty_median for m in stats]}
         controls = {label: values for label, values in controls.items() if any(v is not None for v in values)}
         figures.lines(ns, series, out / f"{dataset}_{measure}_vs_n.png", xlabel="n", ylabel=measure, logx=True,
                       references=controls)
-    figures.lines(ns, {"train − test PSNR gap": [r.get("psnr_gap") for _, r in mine]},
+    figures.lines(ns, {"train − test PSNR gap": [r.psnr_gap_mean for _, r in mine]},
                   out / f"{dataset}_psnr_gap_vs_n.png", xlabel="n", ylabel="dB", logx=True)
 
 
@@ -276,12 +276,12 @@ def _psnr_figure(dataset: str, split: str, mine, out: Path) -> None:
     curves, references, linear = {}, {}, {}
     for p, r in mine:
         for kind in ("train", "test"):
-            if split in r["psnr"]:
-                curves[f"n={p.n} {kind}"] = r["psnr"][split][kind]
-            if split in (r.get("psnr_optimal") or {}):
-                references[f"n={p.n} {kind}"] = r["psnr_optimal"][split][kind]
-            if split in (r.get("psnr_gaussian") or {}):
-                linear[f"n={p.n} {kind}"] = r["psnr_gaussian"][split][kind]
+            if split in r.psnr:
+                curves[f"n={p.n} {kind}"] = r.psnr[split][kind]
+            if split in (r.psnr_optimal or {}):
+                references[f"n={p.n} {kind}"] = r.psnr_optimal[split][kind]
+            if split in (r.psnr_gaussian or {}):
+                linear[f"n={p.n} {kind}"] = r.psnr_gaussian[split][kind]
     if curves:
         figures.psnr_curves(curves, out / f"{dataset}_psnr_{split}.png", title=f"{dataset}, model {split}",
                             references=references, reference_label="optimal denoiser (memorizes)",
@@ -290,11 +290,11 @@ def _psnr_figure(dataset: str, split: str, mine, out: Path) -> None:
 
 def _spectra_figure(dataset: str, mine, out: Path) -> None:
     """Model A's Jacobian spectrum at the first (image, σ) across n (paper Figure 3)."""
-    keys = [key for _, r in mine for key in (r.get("jacobian") or {})]
+    keys = [key for _, r in mine for key in (r.jacobian or {})]
     if not keys:
         return
     spectra = {f"n = {p.n}": record["eigenvalues"] for p, r in mine
-               if (record := (r.get("jacobian") or {}).get(keys[0], {}).get("A"))}
+               if (record := (r.jacobian or {}).get(keys[0], {}).get("A"))}
     figures.spectra(spectra, out / f"{dataset}_spectra_vs_n.png", title=f"{dataset}, model A, {keys[0]}",
                     logx=False, logy=True)
 
@@ -322,7 +322,7 @@ def _calpha_figure(dataset: str, mine, out: Path) -> None:
         return
     ns = [p.n for p, _ in measured]
     series = {f"model {s}": [calpha_slopes(r).get(s) for _, r in measured] for s in SPLITS}
-    references = {"optimal α/(α+1)": [r.get("calpha_optimal_slope") for _, r in measured]}
+    references = {"optimal α/(α+1)": [r.calpha_optimal_slope for _, r in measured]}
     figures.lines(ns, series, out / f"{dataset}_calpha_slope_vs_n.png", xlabel="n", ylabel="PSNR slope",
                   logx=True, references=references)
 
@@ -330,19 +330,19 @@ def _calpha_figure(dataset: str, mine, out: Path) -> None:
 def _controls_figure(dataset: str, mine, out: Path) -> None:
     """Against n: test PSNR minus the Gaussian reference (mean over the σ band; 0 dashed), sample contrast
     (held-out dashed), and the spectrum and histogram distances of the samples to the held-out images."""
-    if not any(r.get("contrast_test") is not None or r.get("gaussian_margin_db_mean_A") is not None for _, r in mine):
+    if not any(r.contrast_test is not None or r.margin("A").gaussian_margin_db_mean is not None for _, r in mine):
         return
     ns = [p.n for p, _ in mine]
 
-    def per_split(key: str) -> dict:
-        return {f"model {s}": [r.get(f"{key}_{s}") for _, r in mine] for s in SPLITS}
+    def per_split(value: Callable[[PairResults, str], float | None]) -> dict:
+        return {f"model {s}": [value(r, s) for _, r in mine] for s in SPLITS}
 
-    panels = {"test − Gaussian reference (dB)": per_split("gaussian_margin_db_mean"),
-              "contrast (per-image std)": per_split("contrast"),
-              "spectrum distance (dB)": per_split("spectrum_distance_db"),
-              "pixel histogram distance": per_split("histogram_distance")}
+    panels = {"test − Gaussian reference (dB)": per_split(lambda r, s: r.margin(s).gaussian_margin_db_mean),
+              "contrast (per-image std)": per_split(lambda r, s: r.realism_of(s).contrast),
+              "spectrum distance (dB)": per_split(lambda r, s: r.realism_of(s).spectrum_distance_db),
+              "pixel histogram distance": per_split(lambda r, s: r.realism_of(s).histogram_distance)}
     references = {"test − Gaussian reference (dB)": {"Gaussian reference": [0.0] * len(ns)},
-                  "contrast (per-image std)": {"held-out": [r.get("contrast_test") for _, r in mine]}}
+                  "contrast (per-image std)": {"held-out": [r.contrast_test for _, r in mine]}}
     figures.line_panels(ns, panels, out / f"{dataset}_controls_vs_n.png", xlabel="n", logx=True, references=references)
 
 
@@ -375,9 +375,9 @@ def _grid(cfg: ExperimentConfig, dataset: str, mine, arrays: dict, out: Path) ->
             continue
         train = load_split(folder, "A", p.n)
         index = a[Agreement.key("nearest_index", measure, "A")]
-        sa, sb = a["samples_A"][valid], a["samples_B"][valid]
+        sa, sb = (a[sampler_key("samples", s)][valid] for s in SPLITS)
         rows.append([img for i in range(k) for img in (sa[i], sb[i], train[index[i]])])
-        labels.append(f"n={p.n}" + (f"\n{r['verdict']}" if r.get("verdict") else ""))
+        labels.append(f"n={p.n}" + (f"\n{r.verdict}" if r.verdict else ""))
     if rows:
         titles = [t for i in range(k) for t in (f"A{i}", f"B{i}", f"near A{i}")]
         figures.image_rows(rows, titles, out / f"{dataset}_samples_vs_n.png", row_labels=labels)

@@ -145,25 +145,16 @@ def psnr_table(curves: dict[str, dict]) -> Any:
     return wandb.Table(columns=["curve", "sigma", "input_psnr", "output_psnr"], data=rows)
 
 
-def pair_psnr_curves(results: dict) -> dict[str, dict]:
-    """The pair's PSNR curves by label: the models' and each reference's, on train and test images."""
-    curves = {}
-    for prefix, key in (("", "psnr"), ("optimal ", "psnr_optimal"), ("gaussian ", "psnr_gaussian")):
-        for split, kinds in sorted((results.get(key) or {}).items()):
-            curves.update({f"{prefix}{split} {kind}": kinds[kind] for kind in ("train", "test") if kind in kinds})
-    return curves
-
-
-def log_eval(cfg: ExperimentConfig, pair: EvalPair, scalars: dict, results: dict, per_seed: dict[str, list],
-             figures: dict[str, Path], samples: dict[str, Any]) -> None:
-    """The pair's eval run: summary scalars, per-σ PSNR table with a line plot, per-seed table, samples
-    and figures as images."""
+def log_eval(cfg: ExperimentConfig, pair: EvalPair, scalars: dict, curves: dict[str, dict],
+             per_seed: dict[str, list], figures: dict[str, Path], samples: dict[str, Any]) -> None:
+    """The pair's eval run: summary scalars, per-σ PSNR table of `curves` (label → PSNR curve, see
+    gdm.results.PairResults.psnr_curves) with a line plot, per-seed table, samples and figures as images."""
     import wandb
 
     run = start_run(cfg, pair, "eval")
     try:
         run.summary.update(scalars)
-        table = psnr_table(pair_psnr_curves(results))
+        table = psnr_table(curves)
         images = {f"samples/{s}": [wandb.Image(x[0].clamp(0, 1).numpy()) for x in batch[: cfg.eval.grid_samples]]
                   for s, batch in samples.items()}
         run.log({f"eval/{k}": v for k, v in scalars.items()}
@@ -182,7 +173,7 @@ def log_report(cfg: ExperimentConfig, rows: list[dict], figures: list[Path]) -> 
 
     run = start_run(cfg, None, "report")
     try:
-        columns = list(rows[0]) if rows else ["dataset", "n"]
+        columns = list(dict.fromkeys(c for row in rows for c in row)) or ["dataset", "n"]  # older rows lack some
         run.log({"report/summary": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])}
                 | {f"report/{p.stem}": wandb.Image(str(p)) for p in figures})
     finally:

@@ -43,6 +43,12 @@ def _pair_data(cfg):
     )
 
 
+def _results(cfg, data, samples) -> tuple[dict, PairEvaluation]:
+    """results.json's dict (PairResults.to_json) of `summarize`, and the per-sample records."""
+    record, evaluation = summarize(cfg, expand_pairs(cfg)[0], data, samples, "cpu")
+    return record.to_json(), evaluation
+
+
 def _finite_or_none(value):
     if isinstance(value, dict):
         return all(_finite_or_none(v) for v in value.values())
@@ -56,7 +62,7 @@ def test_diverged_samples_are_counted_and_leave_every_statistic_finite(tiny_conf
     a = _images(4, 4)
     a[1] = float("nan")  # a sample that blew up
     samples = {"A": _result(a, [False, True, False, False]), "B": _result(_images(4, 5), [False] * 4)}
-    results, evaluation = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
+    results, evaluation = _results(tiny_config, data, samples)
     arrays = evaluation.arrays()
     assert results["diverged_A"] == 1 and results["diverged_B"] == 0
     assert arrays["valid"].tolist() == [True, False, True, True]
@@ -68,7 +74,7 @@ def test_all_diverged_gives_none_not_nan(tiny_config):
     data = _pair_data(tiny_config)
     nan = torch.full((4, 1, 8, 8), float("nan"))
     samples = {"A": _result(nan, [True] * 4), "B": _result(_images(4, 5), [False] * 4)}
-    results, _ = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
+    results, _ = _results(tiny_config, data, samples)
     assert results["ab_cosine_median"] is None and results["memorized_fraction"] is None
     assert _finite_or_none(results)
 
@@ -82,7 +88,7 @@ def _per_seed_columns(cfg, arrays: dict, measure: str) -> dict:
 def test_samples_pt_arrays_round_trip_through_the_typed_records(tiny_config):
     """Every array evaluate writes to samples.pt is read back into the same record (one key definition)."""
     samples = {s: _result(_images(5, 40 + i), [False, False, True, False, False]) for i, s in enumerate("AB")}
-    _, evaluation = summarize(tiny_config, expand_pairs(tiny_config)[0], _pair_data(tiny_config), samples, "cpu")
+    _, evaluation = _results(tiny_config, _pair_data(tiny_config), samples)
     arrays = evaluation.arrays()
     assert arrays["valid"].tolist() == [True, True, False, True, True]
     for measure, record in evaluation.agreements.items():
@@ -141,7 +147,7 @@ def test_controls_and_verdict_enter_the_results(tiny_config):
     copies = {
         s: _result(data.train[s][[0, 1, 2, 3]].clone(), [False] * 4) for s in "AB"
     }  # every sample a training image
-    results, evaluation = summarize(tiny_config, expand_pairs(tiny_config)[0], data, copies, "cpu")
+    results, evaluation = _results(tiny_config, data, copies)
     arrays = evaluation.arrays()
     assert results["verdict"] == "memorizing" and results["memorized_fraction"] == 1.0
     assert results["verdict_checks"]["memorized_majority"] is True
@@ -161,7 +167,7 @@ def test_controls_and_verdict_enter_the_results(tiny_config):
 def test_samples_that_are_the_held_out_images_have_zero_realism_distances(tiny_config):
     data = _pair_data(tiny_config)
     samples = {s: _result(data.test.clone(), [False] * 6) for s in "AB"}
-    results, _ = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
+    results, _ = _results(tiny_config, data, samples)
     assert results["realism"]["A"]["contrast_distance"] == pytest.approx(0.0, abs=1e-12)
     assert results["spectrum_distance_db_B"] == pytest.approx(0.0, abs=1e-9)
     assert results["histogram_distance_A"] == pytest.approx(0.0, abs=1e-12)
@@ -173,7 +179,7 @@ def test_without_the_gaussian_reference_the_verdict_skips_that_check(tiny_config
 
     cfg = replace(tiny_config, eval=replace(tiny_config.eval, gaussian_reference=False))
     samples = {s: _result(_images(4, 10 + i), [False] * 4) for i, s in enumerate("AB")}
-    results, _ = summarize(cfg, expand_pairs(cfg)[0], _pair_data(cfg), samples, "cpu")
+    results, _ = _results(cfg, _pair_data(cfg), samples)
     assert "psnr_gaussian" not in results and results["gaussian_margin_db_min_A"] is None
     assert results["verdict_checks"]["at_or_above_gaussian"] is None and results["verdict"] in controls.VERDICTS
 

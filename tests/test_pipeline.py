@@ -11,10 +11,11 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from gdm import lifecycle, wandb_log
+from gdm import lifecycle
 from gdm.cells import data_dir, expand_cells, expand_pairs
 from gdm.config import load_config
 from gdm.io import stable_hash
+from gdm.results import PairResults
 from gdm.wandb_log import offline_run_dirs
 
 
@@ -130,8 +131,8 @@ def test_wandb_offline_runs_are_dashboard_ready(finished, capsys):
         assert run["job_type"] == "eval" and run["config"]["n"] == pair.n and run["config"]["item_id"] == pair.pair_id
         table = {k.rsplit("/", 1)[1]: json.loads(v) for k, v in run["history"].items() if k.startswith("eval/psnr/")}
         assert table["_type"] == "table-file" and table["ncols"] == 4
-        assert table["nrows"] == len(cfg.eval.psnr_sigmas) * len(wandb_log.pair_psnr_curves(
-            json.loads((pair.directory(cfg) / "results.json").read_text())))
+        assert table["nrows"] == len(cfg.eval.psnr_sigmas) * len(PairResults.from_json(
+            json.loads((pair.directory(cfg) / "results.json").read_text())).psnr_curves())
         assert any(k.startswith("samples/A") for k in run["history"])
         assert json.loads(run["history"]["eval/psnr_plot_table/_type"]) == "table-file"  # the line plot's data
         results = json.loads((pair.directory(cfg) / "results.json").read_text())

@@ -12,6 +12,7 @@ import torch
 from gdm import figures, lifecycle
 from gdm.cells import Files, expand_pairs, report_dir
 from gdm.report import make_report, markdown_table, summary_csv, summary_row
+from gdm.results import PairResults
 
 CURVE = {"sigma": [0.1, 0.5], "input_psnr": [20.0, 6.0], "output_psnr": [24.0, 15.0]}
 OPTIMAL_CURVE = {"sigma": [0.1, 0.5], "input_psnr": [20.0, 6.0], "output_psnr": [30.0, 12.0]}
@@ -39,6 +40,11 @@ def minimal_results(n: int) -> dict:
             "psnr": {s: {"train": CURVE, "test": CURVE} for s in "AB"}}
 
 
+def records(*results: dict) -> list[PairResults]:
+    """The typed records the report reads, of hand-written results.json dicts."""
+    return [PairResults.from_json(r) for r in results]
+
+
 @pytest.fixture
 def drawn(monkeypatch) -> list:
     """Every matplotlib figure the figure helpers save, kept for inspection after the PNG is written."""
@@ -53,7 +59,7 @@ def drawn(monkeypatch) -> list:
 
 
 def test_markdown_shows_the_other_split_control_and_dashes_for_missing():
-    table = markdown_table([full_results(4), minimal_results(16)]).splitlines()
+    table = markdown_table(records(full_results(4), minimal_results(16))).splitlines()
     header = [h.strip() for h in table[0].strip("|").split("|")]
     full = dict(zip(header, (c.strip() for c in table[2].strip("|").split("|")), strict=True))
     empty = dict(zip(header, (c.strip() for c in table[3].strip("|").split("|")), strict=True))
@@ -65,13 +71,13 @@ def test_markdown_shows_the_other_split_control_and_dashes_for_missing():
 
 
 def test_markdown_drops_optional_columns_no_row_has():
-    header = markdown_table([minimal_results(1)]).splitlines()[0]
+    header = markdown_table(records(minimal_results(1))).splitlines()[0]
     assert "other split" in header and "memorized" in header
     assert "C^α" not in header and "Jacobian" not in header
 
 
 def test_csv_has_control_and_derived_columns():
-    rows = list(csv.DictReader(io.StringIO(summary_csv([full_results(4), minimal_results(16)]))))
+    rows = list(csv.DictReader(io.StringIO(summary_csv(records(full_results(4), minimal_results(16))))))
     assert float(rows[0]["nearest_other_correlation_median"]) == 0.42
     assert float(rows[0]["nearest_other_cosine_median"]) == 0.993
     assert float(rows[0]["jacobian_trace_mean"]) == pytest.approx(14.5)
@@ -82,7 +88,7 @@ def test_csv_has_control_and_derived_columns():
 
 def test_summary_row_ignores_non_finite_slopes():
     results = {**minimal_results(1), "calpha_slope": {"A": float("nan"), "B": 0.5}}
-    assert summary_row(results)["calpha_slope_mean"] == 0.5
+    assert summary_row(PairResults.from_json(results))["calpha_slope_mean"] == 0.5
 
 
 def test_histogram_range_follows_the_data():
@@ -223,7 +229,7 @@ def test_report_refuses_a_hand_edited_results_file_naming_it(tiny_config):
 
 
 def test_markdown_and_csv_show_the_controls_and_the_verdict():
-    table = markdown_table([controls_results(1), controls_results(4), minimal_results(16)]).splitlines()
+    table = markdown_table(records(controls_results(1), controls_results(4), minimal_results(16))).splitlines()
     header = [h.strip() for h in table[0].strip("|").split("|")]
     cells = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in table[2:5]]
     assert [c["verdict"] for c in cells] == ["memorizing", "generalizing", "–"]
@@ -233,10 +239,10 @@ def test_markdown_and_csv_show_the_controls_and_the_verdict():
     )
     assert cells[1]["test − Gaussian ref. (dB), min A/B"] == "1.00/-0.25"
     assert cells[1]["contrast A/B/held-out"] == "0.050/0.060/0.057" and cells[2]["spectrum dist. A/B (dB)"] == "–/–"
-    rows = list(csv.DictReader(io.StringIO(summary_csv([controls_results(4), minimal_results(16)]))))
+    rows = list(csv.DictReader(io.StringIO(summary_csv(records(controls_results(4), minimal_results(16))))))
     assert rows[0]["verdict"] == "generalizing" and float(rows[0]["histogram_distance_B"]) == 0.02
     assert rows[1]["verdict"] == "" and rows[1]["cross_seed_correlation_median"] == ""
-    assert "verdict" not in markdown_table([minimal_results(1)]).splitlines()[0]  # old runs: no empty column
+    assert "verdict" not in markdown_table(records(minimal_results(1))).splitlines()[0]  # old runs: no empty column
 
 
 def test_report_draws_the_controls_across_n(tiny_config, drawn):
