@@ -69,7 +69,7 @@ class FitWith:
     hold_at: int | None = None
     markers: Path | None = None
 
-    def __call__(self, cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugins=None) -> Path:
+    def __call__(self, cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugins=None):
         from gdm.training.fit import fit_cell
 
         holds = [HoldOnce(self.hold_at, self.markers / cell.cell_id)] if self.hold_at is not None else []

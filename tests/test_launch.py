@@ -182,7 +182,7 @@ def test_train_task_records_slurm_ids_and_ddp_shape(tiny_root):
             record=lifecycle.status(cell_in.directory(cfg_in)).record,
             running=lifecycle.status(cell_in.directory(cfg_in)).state,
         )
-        return cell_in.directory(cfg_in)
+        return lifecycle.Finished()
 
     env = read_slurm_env({"SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1",
                           "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_PROCID": "0"})

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_weights, prepared, saved_weights, tiny_config
+from helpers import assert_same_weights, prepared, saved_weights, tiny_config, train_owned
 from lightning_helpers import AtStep, Stop
 
 from gdm import lifecycle
@@ -75,7 +75,7 @@ def assert_logged_steps_and_final_psnr(cfg, cell, directory: Path, logged_steps:
 def test_training_changes_weights_and_writes_outputs(tmp_path):
     cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.max_steps=2", "trainer.log_every=1"))
     cell = cell_of(cfg)
-    directory = fit_cell(cfg, cell)
+    directory = train_owned(cfg, cell)
     model = torch.load(directory / "model.pt", weights_only=True)
     assert model["model"] == "bf_unet" and model["image_size"] == 16 and model["model_cfg"]["channels"] == 8
     from gdm.training.fit import build_cell_module
@@ -88,7 +88,8 @@ def test_training_changes_weights_and_writes_outputs(tmp_path):
 
 def test_model_file_round_trips_through_load_denoiser(tmp_path):
     cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.max_steps=1"))
-    directory = fit_cell(cfg, cell_of(cfg))
+    fit_cell(cfg, cell_of(cfg))
+    directory = cell_of(cfg).directory(cfg)
     denoiser = load_denoiser(directory / "model.pt")
     payload = torch.load(directory / "model.pt", weights_only=True)
     from gdm.config import ModelConfig
@@ -155,7 +156,7 @@ def test_wandb_offline_run_holds_metrics(tmp_path):
 
     cfg = prepared(tiny_config(tmp_path, "wandb.mode=offline", "trainer.max_steps=2", "trainer.log_every=1"))
     cell = cell_of(cfg)
-    fit_cell(cfg, cell)
+    train_owned(cfg, cell)  # its owner finishes the run (flushed to disk) once DONE is written
     runs = offline_run_dirs(cfg)
     assert len(runs) == 1 and runs[0].name.endswith(cell.wandb_id(cfg))
     records = flushed_records(runs[0])
@@ -211,7 +212,7 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
 def test_streaming_path_trains(tmp_path):
     cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.in_memory=false", "trainer.max_steps=2"))
     cell = cell_of(cfg)
-    directory = fit_cell(cfg, cell)
+    directory = train_owned(cfg, cell)
     assert lifecycle.status(directory).state.value == "done"
     assert_logged_steps_and_final_psnr(cfg, cell, directory, [2])  # trainer.log_every=2
 
