@@ -27,6 +27,7 @@ from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from gdm.pair_records import Agreement, PairEvaluation, Realism
 from gdm.precision import current_precision, true_fp32
 from gdm.sample import SampleResult, sample
+from gdm.training import health
 
 Device = torch.device | str  # where models and tensors run ("cpu", "cuda", …)
 MEASURES = ("cosine", "correlation")  # always reported; cfg.eval.similarity picks the headline
@@ -308,7 +309,7 @@ def status_flags(results: dict) -> tuple[str, ...]:
 
 def denoises_curve(curve: dict) -> bool:
     """Whether the output PSNR beats the input PSNR at one σ of a PSNR curve at least."""
-    return any(o > i for i, o in zip(curve["input_psnr"], curve["output_psnr"], strict=True))
+    return health.beats_input(curve["input_psnr"], curve["output_psnr"])
 
 
 def _io(curve: dict) -> dict:

@@ -8,7 +8,7 @@ whose output PSNR is below its input PSNR at every validated σ (it makes images
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -53,5 +53,11 @@ def input_psnr(sigma: float) -> float:
 
 
 def denoises(psnr_by_sigma: Mapping[float, float]) -> bool:
-    """True when the output PSNR beats the input PSNR at one validated σ at least."""
-    return any(out > input_psnr(sigma) for sigma, out in psnr_by_sigma.items())
+    """`beats_input` for a validation curve {σ: output PSNR}, against the input PSNR of each σ."""
+    return beats_input([input_psnr(sigma) for sigma in psnr_by_sigma], list(psnr_by_sigma.values()))
+
+
+def beats_input(input_psnr_db: Sequence[float], output_psnr_db: Sequence[float]) -> bool:
+    """Whether a model denoises: its output PSNR beats the input PSNR at one σ of a curve at least (the one
+    definition; a done cell whose curve fails it is flagged NOT_DENOISING, a pair's model warned about)."""
+    return any(out > inp for inp, out in zip(input_psnr_db, output_psnr_db, strict=True))
