@@ -29,7 +29,7 @@ from launch.slurm import SlurmEnv, job_record, read_slurm_env
 
 FitFn = Callable[..., lifecycle.Finished | None]  # fit_cell: None on DDP ranks > 0 (they write nothing)
 EvalFn = Callable[..., lifecycle.Finished]  # eval_pair
-Work = Callable[[], lifecycle.Finished | None]
+Work = Callable[[], lifecycle.Finished | None]  # an item's work, its arguments bound
 
 
 class Outcome(str, Enum):
@@ -115,7 +115,7 @@ def run_owned(cfg: ExperimentConfig, item: Item, work: Work, env: SlurmEnv) -> O
     except lifecycle.LeaseBusy:
         return Outcome.BUSY
     try:
-        if done_or_reopened(item, directory):  # finished between the first look and the lease
+        if done_or_reopened(item, directory):  # finished since the first look; a damaged output reopens
             return Outcome.ALREADY_DONE
         lifecycle.start(directory, item_settings(cfg, item), **_owner(env))
         try:

@@ -171,11 +171,13 @@ def test_wandb_offline_run_holds_metrics(tmp_path):
 
 DDP_OVERRIDES = ["wandb.mode=disabled", "trainer.devices=2", "trainer.max_steps=4", "trainer.ema_decay=0.5"]
 DDP_SCRIPT = """
-import sys, torch, lightning as L
+import os, sys, torch, lightning as L
 sys.path.insert(0, {tests!r})
 from helpers import prepared, tiny_config
 from gdm.cells import expand_cells
 from gdm.training.fit import fit_cell
+from launch.slurm import SlurmEnv
+from launch.task import run_owned
 
 class DumpWeights(L.Callback):
     def on_fit_end(self, trainer, module):
@@ -183,7 +185,8 @@ class DumpWeights(L.Callback):
 
 cfg = prepared(tiny_config({root!r}, *{extra!r}))
 cell = [c for c in expand_cells(cfg) if c.n == 4][0]
-fit_cell(cfg, cell, callbacks=[DumpWeights()])
+rank = int(os.environ.get("LOCAL_RANK", 0))  # Lightning starts rank 1 as this script again
+run_owned(cfg, cell, lambda: fit_cell(cfg, cell, callbacks=[DumpWeights()]), SlurmEnv(rank=rank, step_tasks=2))
 """
 
 
@@ -203,7 +206,9 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     assert_same_weights(rank0, rank1)
     cfg = tiny_config(tmp_path / "runs", NO_WANDB, *DDP_OVERRIDES)
     directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
-    assert lifecycle.status(directory).step == 4
+    status = lifecycle.status(directory)
+    assert status.state == lifecycle.State.DONE and status.step == 4  # DONE written by rank 0's owner
+    assert lifecycle.done_intact(directory) and not list(directory.glob("DONE.bad-*"))
     denoiser = load_denoiser(directory)
     y = torch.rand(2, 1, 16, 16)
     assert torch.allclose(denoiser(3 * y), 3 * denoiser(y), rtol=1e-4, atol=1e-5)  # still bias-free after DDP
