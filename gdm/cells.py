@@ -91,7 +91,7 @@ class Cell:
         return cfg.run_dir / self.cell_id
 
     def wandb_id(self, cfg: ExperimentConfig) -> str:
-        return stable_hash(f"{cfg.name}/{self.cell_id}/train", 16)
+        return wandb_run_id(cfg, self)
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,17 @@ class EvalPair:
         return cfg.run_dir / self.pair_id
 
     def wandb_id(self, cfg: ExperimentConfig) -> str:
-        return stable_hash(f"{cfg.name}/{self.pair_id}", 16)
+        return wandb_run_id(cfg, self)
 
 
 Item = Cell | EvalPair
+
+
+def wandb_run_id(cfg: ExperimentConfig, item: Item | None) -> str:
+    """The W&B run id of a cell's training, a pair's evaluation or (item None) the report: a hash of the
+    experiment and the item, so a requeued job resumes its own run. The one place run ids are made."""
+    what = "report" if item is None else f"{item.cell_id}/train" if isinstance(item, Cell) else item.pair_id
+    return stable_hash(f"{cfg.name}/{what}", 16)
 
 
 def identity(section: str, values: object) -> dict:

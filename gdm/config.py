@@ -275,10 +275,20 @@ RANK_OVERHEAD_GB = {"cpu": 0.75, "gpu": 3.0}
 SPLIT_COPIES_PER_RANK = 1
 
 
+def largest_n(cfg: ExperimentConfig) -> int:
+    """The grid's largest training-set size (max of n_train): what sizes a training job's memory and time."""
+    return max(cfg.n_train)
+
+
+def max_n(pool_size: int) -> int:
+    """The largest training-set size a split may take: half the pool (A_n and B_n must not overlap)."""
+    return pool_size // 2
+
+
 def split_gb(cfg: ExperimentConfig) -> float:
     """GiB of the largest training split as float32: max n_train × the largest image's pixels × 4 bytes."""
     pixels = max(d.image_size ** 2 for d in cfg.datasets.values())
-    return max(cfg.n_train) * pixels * 4 / 2 ** 30
+    return largest_n(cfg) * pixels * 4 / 2 ** 30
 
 
 def trains_on_gpu(cfg: ExperimentConfig) -> bool:
@@ -326,7 +336,7 @@ def _check_train_memory(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'launch.train.mem_gb' is {r.mem_gb:g} GiB per node but training needs about {needed:.1f}: "
             f"trainer.devices={cfg.trainer.devices} ranks per node each hold {rank_overhead_gb(cfg):g} GiB plus "
-            f"{SPLIT_COPIES_PER_RANK} copy of the largest split (n_train {max(cfg.n_train)} × pixels × 4 bytes = "
+            f"{SPLIT_COPIES_PER_RANK} copy of the largest split (n_train {largest_n(cfg)} × pixels × 4 bytes = "
             f"{split_gb(cfg):.2f} GiB); raise launch.train.mem_gb to {math.ceil(needed)} "
             "or set trainer.in_memory=false")
 
@@ -435,7 +445,7 @@ def _check_dataset(cfg: ExperimentConfig, name: str, data: DataConfig) -> None:
         raise ConfigError(f"config key '{key}.image_size' is {data.image_size}; it must be ≥ 4")
     if data.test_size < 1 or data.pool_size < 2 or data.shard_size < 1:
         raise ConfigError(f"config keys '{key}.test_size/pool_size/shard_size' must be ≥ 1, ≥ 2, ≥ 1")
-    largest = data.pool_size // 2
+    largest = max_n(data.pool_size)
     too_big = [n for n in cfg.n_train if n > largest]
     if too_big:
         raise ConfigError(f"config key 'n_train' holds {too_big}, larger than half of {key}.pool_size="

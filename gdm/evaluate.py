@@ -21,9 +21,9 @@ from gdm import figures, lifecycle
 from gdm.analysis import calpha, controls, jacobian, psnr, similarity, tangent
 from gdm.analysis.nearest import nearest
 from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
-from gdm.cells import EvalPair, Files, data_dir, pair_settings
+from gdm.cells import EvalPair, Files, data_dir
 from gdm.config import ExperimentConfig
-from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from gdm.pair_records import Agreement, PairEvaluation, Realism, sampler_key
 from gdm.precision import current_precision, true_fp32
 from gdm.results import GaussianMargin, PairResults, health_warnings
@@ -43,16 +43,16 @@ class PairData:
     family: str
 
 
-def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) -> dict:
-    """Evaluate `pair` (both cells must be done); idempotent: a done pair returns its stored results.
+def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) -> lifecycle.Finished:
+    """Evaluate `pair` (both cells must be done): the work only, not the folder's life. Writes samples.pt, the
+    figures and results.json/csv, and returns what the pair's DONE records (results and samples to checksum,
+    status flags) with its W&B run to log once DONE is written (`launch.task.run_owned` writes both).
 
     Each cell's model.pt is verified against the checksum its cell recorded when it finished; a
     mismatch raises lifecycle.IntegrityError naming the file and sends that cell back to training.
     """
     directory = pair.directory(cfg)
-    if lifecycle.is_done(directory):
-        return read_json(lifecycle.verify(directory, Files.RESULTS))
-    lifecycle.write_settings(directory, pair_settings(cfg, pair.cells))
+    directory.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_pair(cfg, pair, device)
     with true_fp32():  # the paper's numbers in IEEE fp32 whatever this process allows (TF32 would cost 1e-3)
@@ -62,10 +62,12 @@ def eval_pair(cfg: ExperimentConfig, pair: EvalPair, *, progress: bool = False) 
         results = replace(results, jacobian=jacobian, precision=current_precision(model_dtype(data)).record())
     check_cells_unchanged(cfg, pair)
     figures = write_outputs(cfg, pair, results, evaluation, samples, data)
-    lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES), flags=results.flags())
-    if cfg.wandb.mode != "disabled":  # after DONE: a W&B failure can cost nothing that was computed
+
+    def publish(done: dict) -> None:  # after DONE: a W&B failure can cost nothing that was computed
         log_wandb(cfg, pair, results, evaluation, figures, samples)
-    return results.to_json()
+
+    return lifecycle.Finished(outputs=(Files.RESULTS, Files.SAMPLES), flags=results.flags(),
+                              after_done=publish if cfg.wandb.mode != "disabled" else None)
 
 
 def check_cells_unchanged(cfg: ExperimentConfig, pair: EvalPair) -> None:

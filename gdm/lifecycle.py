@@ -9,9 +9,11 @@ States and transitions:
     failed ──(`start` again)──▶ running                 a dead owner's running ──▶ pending
 
 Who writes what:
-- the owner (the process holding the folder's lease): status.json (`start`, `record_step`, `fail`),
-  DONE (`finish`), `reopen`, and in job mode its lease.json (`Lease`); under DDP that is rank 0 of the
-  job, and ranks > 0 only read status.json (`status_record`), never the lease;
+- the owner (the process holding the folder's lease; `launch.task.run_owned` is the one): settings.json and
+  status.json (`start`, `record_step`, `fail`), DONE (`finish`, from the `Finished` its work returns), `reopen`,
+  and in job mode its lease.json (`Lease`); under DDP that is rank 0 of the job, and ranks > 0 only read
+  status.json (`status_record`), never the lease. The work itself (training a cell, evaluating a pair) writes
+  only its output files, and returns what DONE records;
 - the driver: submission.json only (`record_submission`, `record_lost`).
 
 "running" is never read from status.json: it means the lease is held now, so a dead job never shows as
@@ -143,6 +145,11 @@ def done_record(directory: Path) -> dict | None:
 def is_done(directory: Path) -> bool:
     """Whether the folder is finished: its owner wrote DONE last, after every output."""
     return (Path(directory) / Files.DONE).exists()
+
+
+def done_intact(directory: Path) -> bool:
+    """Whether the folder is finished with every output matching its checksum in DONE (reads only)."""
+    return is_done(directory) and damaged_output(directory) is None
 
 
 def owner_alive(directory: Path, ownership: Ownership = FLOCK) -> bool:
@@ -378,6 +385,22 @@ def record_step(directory: Path, step: int) -> None:
 def fail(directory: Path, error: str) -> None:
     """running → failed, with the error in one line."""
     _update(directory, state=State.FAILED.value, error=error, failed=time.time())
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a folder's work returns to its owner, for DONE: the work writes its outputs, the owner records them."""
+
+    outputs: tuple[str, ...] = ()  # output files (names in the folder) whose sha256 DONE records, for `verify`
+    flags: tuple[str, ...] = ()  # warnings in a few words, shown by `gdm status` (e.g. "does not denoise")
+    facts: dict = field(default_factory=dict)  # further DONE fields (a cell: its step and validation PSNR)
+    # run by the owner once DONE is written, with its record (W&B logging: a failure there costs no result)
+    after_done: Callable[[dict], None] | None = None
+
+
+def finish_with(directory: Path, finished: Finished) -> dict:
+    """running → done from what the work returned (see `finish`)."""
+    return finish(directory, finished.outputs, finished.flags, **finished.facts)
 
 
 def finish(directory: Path, outputs: tuple[str, ...] = (), flags: tuple[str, ...] = (), **facts: Any) -> dict:

@@ -207,8 +207,14 @@ def health_warnings(psnr: dict, num_valid: int | None) -> list[str]:
 
 
 def denoises(curve: dict) -> bool:
-    """Whether the output PSNR beats the input PSNR at one σ of a PSNR curve at least."""
-    return any(o > i for i, o in zip(curve["input_psnr"], curve["output_psnr"], strict=True))
+    """`beats_input` for a pair's PSNR curve (input and output PSNR lists)."""
+    return beats_input(curve["input_psnr"], curve["output_psnr"])
+
+
+def beats_input(input_psnr_db: list[float], output_psnr_db: list[float]) -> bool:
+    """Whether a model denoises: its output PSNR beats the input PSNR at one σ of a curve at least (the one
+    definition; a done cell whose curve fails it is flagged NOT_DENOISING, a pair's model warned about)."""
+    return any(out > inp for inp, out in zip(input_psnr_db, output_psnr_db, strict=True))
 
 
 # --- the layouts ----------------------------------------------------------------------------------

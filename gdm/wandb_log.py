@@ -15,9 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gdm.cells import Cell, EvalPair, Item, item_settings, wandb_dir
+from gdm.cells import Cell, EvalPair, Item, item_settings, wandb_dir, wandb_run_id
 from gdm.config import ExperimentConfig, to_dict
-from gdm.io import stable_hash
 
 JOB_TYPES = ("train", "eval", "report")
 
@@ -37,10 +36,6 @@ def item_keys(item: Item | None) -> dict[str, Any]:
     return keys
 
 
-def run_id(cfg: ExperimentConfig, item: Item | None) -> str:
-    return item.wandb_id(cfg) if item is not None else stable_hash(f"{cfg.name}/report", 16)
-
-
 def run_kwargs(cfg: ExperimentConfig, item: Item | None, job_type: str) -> dict[str, Any]:
     """Arguments for `wandb.init` (and Lightning's WandbLogger) for one run of this experiment."""
     assert job_type in JOB_TYPES, job_type
@@ -51,7 +46,7 @@ def run_kwargs(cfg: ExperimentConfig, item: Item | None, job_type: str) -> dict[
     config = {"experiment": cfg.name, **keys, "config": to_dict(cfg)}
     if item is not None:
         config["settings"] = item_settings(cfg, item)
-    return {"project": cfg.wandb.project, "entity": cfg.wandb.entity, "id": run_id(cfg, item),
+    return {"project": cfg.wandb.project, "entity": cfg.wandb.entity, "id": wandb_run_id(cfg, item),
             "name": item.item_id if item is not None else f"{cfg.name}/report", "group": cfg.name,
             "job_type": job_type, "tags": tags, "mode": cfg.wandb.mode, "dir": str(directory.resolve()),
             "resume": "allow", "config": config}

@@ -30,7 +30,7 @@ from gdm.config import ExperimentConfig
 from launch import owners, slurm
 from launch.executors import JOB_KINDS, job_name, make_executor
 from launch.jobs import EvalJob, GridSteps, PrepareJob, ReportJob, TrainJob, prepare_all
-from launch.task import Outcome
+from launch.task import Outcome, done_or_reopened
 
 MAX_TAKEOVERS = 2  # times one driver submits again for an item whose owner vanished without finishing
 
@@ -195,9 +195,7 @@ class GridDriver:
 
     def _done(self, item: Item) -> bool:
         """Whether `item` is done with intact outputs; a damaged one is set aside here, to be made again."""
-        if (damage := lifecycle.reopen_if_damaged(self.folder(item))) is not None:
-            tqdm.write(f"gdm: {item.item_id} is made again: {damage} (set aside)", file=sys.stderr)
-        return lifecycle.is_done(self.folder(item))
+        return done_or_reopened(item, self.folder(item), say=lambda line: tqdm.write(line, file=sys.stderr))
 
     def _skip_done(self, item: Item) -> bool:
         if self._done(item):

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gdm import lifecycle
 from gdm.cells import Cell, EvalPair, data_dir, expand_cells, expand_pairs
-from gdm.config import ExperimentConfig, ModelConfig, ResourcesConfig, train_memory_gb, trains_on_gpu
+from gdm.config import ExperimentConfig, ModelConfig, ResourcesConfig, largest_n, train_memory_gb, trains_on_gpu
 from gdm.data.manifest import MANIFEST
 from gdm.models import build_model
 
@@ -292,7 +292,7 @@ def make_plan(cfg: ExperimentConfig) -> Plan:
     cells, pairs = expand_cells(cfg), expand_pairs(cfg)
     cost = {name: network_cost(cfg.model, data.image_size) for name, data in cfg.datasets.items()}
     train_at, eval_at = train_device(cfg), eval_device(cfg)
-    train = {name: work_hours(train_work(cfg, c, max(cfg.n_train)), train_at, train_startup_s(cfg, train_at))
+    train = {name: work_hours(train_work(cfg, c, largest_n(cfg)), train_at, train_startup_s(cfg, train_at))
              for name, c in cost.items()}
     evaluation = {p.pair_id: work_hours(eval_work(cfg, p.dataset, p.n, cost[p.dataset]), eval_at,
                                         eval_at.rate.startup_s) for p in pairs}

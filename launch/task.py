@@ -1,15 +1,20 @@
 """One cell or one pair in this process: what a submitit job, `gdm train` and `gdm eval` run.
 
-A task first takes its folder's lease (gdm.lifecycle): at most one process trains a cell or
-evaluates a pair at a time, whoever started it. A task that finds the folder done returns at once;
-one that finds a live owner returns BUSY without touching anything, and the driver waits for that
-owner. The owner records where it runs (job id, array task id, host, pid) and, on failure, its error.
+`run_owned` is the one owner of a folder's life, for every caller (submitit jobs on any executor, the
+grid driver's in-process jobs, `gdm train`, `gdm eval`, each DDP rank). It takes the folder's lease
+(gdm.lifecycle): at most one process trains a cell or evaluates a pair at a time, whoever started it.
+A task that finds the folder done with intact outputs returns at once (a damaged output is set aside
+and the folder made again); one that finds a live owner returns BUSY without touching anything, and
+the driver waits for that owner. The owner writes settings.json and records where it runs (job id,
+array task id, host, pid), calls the work (`fit_cell`, `eval_pair`: they only write their outputs),
+writes DONE with the checksums of the outputs the work returns, and on failure records its error.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -22,8 +27,9 @@ from gdm.config import ExperimentConfig
 from launch import owners
 from launch.slurm import SlurmEnv, job_record, read_slurm_env
 
-FitFn = Callable[..., Path]
-EvalFn = Callable[..., dict]
+FitFn = Callable[..., lifecycle.Finished | None]  # fit_cell: None on DDP ranks > 0 (they write nothing)
+EvalFn = Callable[..., lifecycle.Finished]  # eval_pair
+Work = Callable[[], lifecycle.Finished | None]  # an item's work, its arguments bound
 
 
 class Outcome(str, Enum):
@@ -96,42 +102,67 @@ def _slurm_plugins(env: SlurmEnv) -> list | None:
     return [SLURMEnvironment(auto_requeue=False)]
 
 
-def run_owned(cfg: ExperimentConfig, item: Item, work: Callable[[], object], env: SlurmEnv) -> Outcome:
-    """Run `work` as the one owner of `item`'s folder; DDP ranks > 0 follow their rank 0 (never the lease)."""
+def run_owned(cfg: ExperimentConfig, item: Item, work: Work, env: SlurmEnv) -> Outcome:
+    """Run `work` as the one owner of `item`'s folder: check DONE, write the settings, work, write DONE.
+    DDP ranks > 0 follow their rank 0 (never the lease, never DONE)."""
     directory = item.directory(cfg)
-    if lifecycle.is_done(directory):
-        return Outcome.ALREADY_DONE
     if env.rank != 0:
         return _follow(directory, env, work)
+    if lifecycle.done_intact(directory):
+        return Outcome.ALREADY_DONE
     try:
         lease = lifecycle.Lease(directory, ownership=owners.ownership(cfg, env)).acquire()
     except lifecycle.LeaseBusy:
         return Outcome.BUSY
     try:
-        if lifecycle.is_done(directory):  # finished between the first look and the lease
+        if done_or_reopened(item, directory):  # finished since the first look; a damaged output reopens
             return Outcome.ALREADY_DONE
         lifecycle.start(directory, item_settings(cfg, item), **_owner(env))
         try:
-            work()
+            finished = _finished(item, work())
+            done = lifecycle.finish_with(directory, finished)
         except Exception as err:  # SystemExit (submitit's requeue) is not a failure and passes through
             lifecycle.fail(directory, _error_line(err))
             raise
+        if finished.after_done is not None:  # after DONE: nothing it does (W&B) can cost the result
+            finished.after_done(done)
         return Outcome.DONE
     finally:
         lease.release()
 
 
-def _follow(directory: Path, env: SlurmEnv, work: Callable[[], object], patience: float = 120.0) -> Outcome:
+def done_or_reopened(item: Item, directory: Path, say: Callable[[str], object] | None = None) -> bool:
+    """Whether the folder is done with intact outputs; a damaged output is set aside (with DONE) and said, so
+    the folder is made again. The owner asks under its lease; the driver before it submits."""
+    if (damage := lifecycle.reopen_if_damaged(directory)) is not None:
+        (say or _to_stderr)(f"gdm: {item.item_id} is made again: {damage} (set aside)")
+    return lifecycle.is_done(directory)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _finished(item: Item, value: object) -> lifecycle.Finished:
+    """What the work returned, which must say what DONE records (a stand-in returning anything else is refused)."""
+    if not isinstance(value, lifecycle.Finished):
+        raise TypeError(f"the work of {item.item_id} returned {type(value).__name__}, not the gdm.lifecycle.Finished "
+                        "that its DONE records (outputs to checksum, flags); return one and leave DONE to the owner")
+    return value
+
+
+def _follow(directory: Path, env: SlurmEnv, work: Work, patience: float = 120.0) -> Outcome:
     """A DDP rank > 0 works once status.json says its own job's rank 0 owns the folder (else it would hang
     in DDP's rendezvous). It reads files only, never the lease: its node may not see rank 0's lock
-    (node-local flock), or have none at all (Lustre noflock). `patience` bounds the wait only when rank 0
-    did not take the folder (another live owner had it: BUSY)."""
+    (node-local flock), or have none at all (Lustre noflock). It writes nothing: what its work returns is
+    rank 0's to record. A done folder counts only with intact outputs (rank 0 makes a damaged one again).
+    `patience` bounds the wait only when rank 0 did not take the folder (another live owner had it: BUSY)."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         if _owned_by_my_job(lifecycle.status_record(directory), env):
             work()
             return Outcome.DONE
-        if lifecycle.is_done(directory):
+        if lifecycle.done_intact(directory):
             return Outcome.ALREADY_DONE
         time.sleep(0.5)
     return Outcome.BUSY

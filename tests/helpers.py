@@ -161,29 +161,38 @@ def events(cfg: ExperimentConfig) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def train_owned(cfg: ExperimentConfig, cell, **fit_options) -> Path:
+    """Train `cell` through its folder's one owner, as every entry point does (settings.json, DONE with the
+    model's checksum); returns the cell's folder. `fit_options`: fit_cell's keywords (callbacks, …)."""
+    from gdm.training.fit import fit_cell
+    from launch.slurm import SlurmEnv
+    from launch.task import run_owned
+
+    run_owned(cfg, cell, lambda: fit_cell(cfg, cell, **fit_options), SlurmEnv())
+    return cell.directory(cfg)
+
+
 @dataclass
 class FakeFit:
     fail: tuple[str, ...] = ()  # cell ids that raise
     delay: float = 0.05
     slow: tuple[str, ...] = ()  # cell ids that take 10 × delay
 
-    def __call__(self, cfg, cell, *, progress=False, plugins=None) -> Path:
+    def __call__(self, cfg, cell, *, progress=False, plugins=None) -> lifecycle.Finished:
         log_event(cfg, kind="train", id=cell.cell_id, what="start")
         time.sleep(self.delay * (10 if cell.cell_id in self.slow else 1))
         if cell.cell_id in self.fail:
             raise RuntimeError(f"boom in {cell.cell_id}")
         (cell.directory(cfg) / "metrics.jsonl").write_text(json.dumps({"step": cfg.trainer.max_steps}) + "\n")
-        lifecycle.finish(cell.directory(cfg), step=cfg.trainer.max_steps)
         log_event(cfg, kind="train", id=cell.cell_id, what="end")
-        return cell.directory(cfg)
+        return lifecycle.Finished(facts={"step": cfg.trainer.max_steps})  # the owner writes DONE
 
 
 @dataclass
 class FakeEval:
-    def __call__(self, cfg, pair, *, progress=False) -> dict:
+    def __call__(self, cfg, pair, *, progress=False) -> lifecycle.Finished:
         log_event(cfg, kind="eval", id=pair.pair_id, what="start")
-        lifecycle.finish(pair.directory(cfg))
-        return {}
+        return lifecycle.Finished()
 
 
 def fake_prepare(data, data_dir: Path, *, progress: bool = False) -> dict:

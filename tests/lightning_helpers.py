@@ -87,7 +87,7 @@ class FitWith:
     markers: Path | None = None
     until_sigterm: bool = False
 
-    def __call__(self, cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugins=None) -> Path:
+    def __call__(self, cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugins=None):
         from gdm.training.fit import fit_cell
 
         holds = ([HoldOnce(self.hold_at, self.markers / cell.cell_id, until_sigterm=self.until_sigterm)]

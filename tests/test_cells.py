@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gdm.cells import expand_cells, expand_pairs, pair_settings, settings_hash
+from gdm.cells import expand_cells, expand_pairs, pair_settings, settings_hash, wandb_run_id
 from gdm.config import load_config
 from gdm.io import stable_hash
 
@@ -69,3 +69,20 @@ def test_stable_hash_is_canonical_json():
         == hashlib.sha256(json.dumps({"a": 1}, separators=(",", ":")).encode()).hexdigest()[:12]
     )
     assert stable_hash("text") == hashlib.sha256(b"text").hexdigest()
+
+
+def test_wandb_run_ids_have_one_home_and_keep_their_values(tiny_config):
+    """Cells, pairs, the report and wandb_log take their run ids from cells.wandb_run_id; the ids are those of
+    earlier releases (a moved id would start a new run instead of resuming a requeued job's)."""
+    from gdm.wandb_log import run_kwargs
+
+    cfg = tiny_config
+    items = [*expand_cells(cfg), *expand_pairs(cfg)]
+    ids = {item.item_id: item.wandb_id(cfg) for item in items} | {"report": wandb_run_id(cfg, None)}
+    assert len(set(ids.values())) == len(ids) and all(len(i) == 16 for i in ids.values())
+    cell, pair = expand_cells(cfg)[0], expand_pairs(cfg)[0]
+    assert ids[cell.cell_id] == stable_hash(f"tiny/{cell.cell_id}/train", 16)
+    assert ids[pair.pair_id] == stable_hash(f"tiny/{pair.pair_id}", 16)
+    assert ids["report"] == stable_hash("tiny/report", 16)
+    assert run_kwargs(cfg, cell, "train")["id"] == ids[cell.cell_id] and run_kwargs(cfg, None, "report")["id"] == \
+        ids["report"]

@@ -136,3 +136,18 @@ def test_poll_backoff_grows_to_its_cap_and_resets():
     assert [capped.next() for _ in range(4)] == [2.0, 3.0, 4.5, 5.0]
     with pytest.raises(ConfigError, match="launch.poll_max_seconds"):
         load_experiment(REPO / "configs/quickstart.yaml", ["launch.poll_max_seconds=1"])
+
+
+def test_the_largest_n_has_one_home_for_config_data_and_plan(tiny_config):
+    """config.max_n bounds n for both the config check and the data's split (same bound, same words), and
+    config.largest_n (the grid's largest n) sizes the memory check."""
+    from gdm.config import largest_n, max_n, split_gb
+    from gdm.data import splits
+    from gdm.data.errors import DataError
+
+    assert [max_n(p) for p in (2, 3, 16)] == [1, 1, 8] and largest_n(tiny_config) == 4
+    assert split_gb(tiny_config) == 4 * 16 * 16 * 4 / 2 ** 30  # largest n × pixels × 4 bytes
+    with pytest.raises(ConfigError, match="the largest n allowed is 8"):
+        load_experiment([], ["datasets.disks.pool_size=16", "n_train=[9]"])
+    with pytest.raises(DataError, match="the largest n allowed is 8"):
+        splits.split_slice("A", 9, pool_size=16, test_size=4)

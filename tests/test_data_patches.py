@@ -15,6 +15,7 @@ from gdm.data.errors import DataError
 from gdm.data.families import FAMILIES
 from gdm.data.prepare import prepare_dataset
 from gdm.data.store import load_split
+from gdm.io import stable_hash
 
 
 def test_tiles_are_non_overlapping_in_raster_order_and_drop_the_remainder():
@@ -66,6 +67,10 @@ def test_patches_of_a_folder_at_two_scales(tmp_path):
         0,
     ]
     assert records[1]["sha256"] == hashlib.sha256((tmp_path / "photos" / "b.png").read_bytes()).hexdigest()
+    # what make records is what prepare recomputes to check the source: one checksum (patches.listing_of)
+    listing = made.info["source_listing_sha256"]
+    assert listing == patches.listing_sha256(data, {**patches.DEFAULTS, **data.params})
+    assert listing == stable_hash([[r["name"], r["sha256"]] for r in records])  # the manifests already written
 
 
 def test_prepared_patches_are_stored_as_float_and_a_changed_photo_is_refused(tmp_path):

@@ -25,8 +25,8 @@ def test_bf16_channels_last_compiled_training_on_cuda(tiny_root):
     cfg = prepared(tiny_config(tiny_root, "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
                                "trainer.channels_last=true", "trainer.compile=true", "trainer.max_steps=4"))
     cell = expand_cells(cfg)[0]
-    directory = fit_cell(cfg, cell)
-    denoiser = load_denoiser(directory / "model.pt", "cuda")
+    fit_cell(cfg, cell)
+    denoiser = load_denoiser(cell.directory(cfg) / "model.pt", "cuda")
     y = torch.rand(2, 1, 16, 16, device="cuda")
     with true_fp32():
         assert torch.allclose(denoiser(3 * y), 3 * denoiser(y), rtol=1e-4, atol=1e-5)  # still bias-free

@@ -6,6 +6,8 @@ evaluation never starts before both of its cells are done, on the in-process and
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -15,13 +17,14 @@ import pytest
 from helpers import FakeEval, FakeFit, assert_evals_after_cells, events, fake_steps, tiny_config
 
 from gdm import lifecycle
-from gdm.cells import expand_cells, expand_pairs
+from gdm.cells import Files, cell_settings, expand_cells, expand_pairs
+from launch import task
 from launch.executors import _slurm_parameters, make_executor
 from launch.grid import run_grid
 from launch.jobs import EvalJob, TrainJob
 from launch.slurm import SlurmEnv, read_slurm_env
 from launch.status import format_status, status_rows
-from launch.task import Outcome, check_layout, run_train_task
+from launch.task import Outcome, check_layout, run_owned, run_train_task
 
 
 def test_inprocess_grid_trains_then_evaluates(tiny_root):
@@ -182,7 +185,7 @@ def test_train_task_records_slurm_ids_and_ddp_shape(tiny_root):
             record=lifecycle.status(cell_in.directory(cfg_in)).record,
             running=lifecycle.status(cell_in.directory(cfg_in)).state,
         )
-        return cell_in.directory(cfg_in)
+        return lifecycle.Finished()
 
     env = read_slurm_env({"SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1",
                           "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_PROCID": "0"})
@@ -214,3 +217,83 @@ def test_slurm_parameters_and_registry(tmp_path, tiny_root):
     )
     with pytest.raises(ValueError, match="unknown executor"):
         make_executor("kubernetes", tmp_path, cfg.launch.train)
+
+
+# --- the one owner of a folder's life (launch.task.run_owned) ---------------------------------------
+
+def _writes_model(folder, content: bytes = b"weights", after_done=None):
+    """Work as fit_cell does it: its output written, what DONE records returned (the owner writes DONE)."""
+
+    def work() -> lifecycle.Finished:
+        assert (folder / Files.SETTINGS).exists() and not lifecycle.is_done(folder)  # settings first, DONE last
+        (folder / Files.MODEL).write_bytes(content)
+        return lifecycle.Finished((Files.MODEL,), ("does not denoise",), {"step": 7}, after_done)
+
+    return work
+
+
+def test_the_owner_writes_settings_and_done_with_the_checksums_the_work_returns(tiny_root):
+    cfg = tiny_config(tiny_root)
+    cell = expand_cells(cfg)[0]
+    folder, seen = cell.directory(cfg), {}
+    after = lambda done: seen.update(record=done, done=lifecycle.is_done(folder))  # noqa: E731
+    assert run_owned(cfg, cell, _writes_model(folder, after_done=after), SlurmEnv()) == Outcome.DONE
+    done = lifecycle.done_record(folder)
+    assert done["sha256"] == {Files.MODEL: hashlib.sha256(b"weights").hexdigest()}
+    assert done["flags"] == ["does not denoise"] and done["step"] == 7
+    assert seen == {"record": done, "done": True}  # the W&B step runs after DONE, with its record
+    assert json.loads((folder / Files.SETTINGS).read_text()) == json.loads(json.dumps(cell_settings(cfg, cell.dataset)))
+    assert lifecycle.status(folder).flags == ("does not denoise",)
+    never = lambda: pytest.fail("a done cell was worked again")  # noqa: E731
+    assert run_owned(cfg, cell, never, SlurmEnv()) == Outcome.ALREADY_DONE
+
+
+def test_the_owner_makes_a_done_folder_with_a_damaged_output_again(tiny_root, capsys):
+    cfg = tiny_config(tiny_root)
+    cell = expand_cells(cfg)[0]
+    folder = cell.directory(cfg)
+    run_owned(cfg, cell, _writes_model(folder), SlurmEnv())
+    (folder / Files.MODEL).write_bytes(b"altered")
+    assert run_owned(cfg, cell, _writes_model(folder), SlurmEnv()) == Outcome.DONE
+    assert f"{cell.cell_id} is made again: {folder / Files.MODEL} does not match" in capsys.readouterr().err
+    assert [p.read_bytes() for p in folder.glob(f"{Files.MODEL}.bad-*")] == [b"altered"]  # kept aside
+    assert lifecycle.done_intact(folder) and len(list(folder.glob(f"{Files.DONE}.bad-*"))) == 1
+
+
+def test_work_that_returns_no_finished_record_fails_naming_the_contract(tiny_root):
+    cfg = tiny_config(tiny_root)
+    cell = expand_cells(cfg)[0]
+    with pytest.raises(TypeError, match="returned PosixPath, not the gdm.lifecycle.Finished"):
+        run_owned(cfg, cell, lambda: cell.directory(cfg), SlurmEnv())  # a stand-in of the old contract
+    status = lifecycle.status(cell.directory(cfg))
+    assert status.state == lifecycle.State.FAILED and "lifecycle.Finished" in status.error
+    assert not lifecycle.is_done(cell.directory(cfg))
+
+
+def test_a_failure_after_done_costs_nothing(tiny_root):
+    cfg = tiny_config(tiny_root)
+    cell = expand_cells(cfg)[0]
+
+    def publish(done: dict) -> None:
+        raise ConnectionError("W&B is down")
+
+    with pytest.raises(ConnectionError):
+        run_owned(cfg, cell, lambda: lifecycle.Finished(after_done=publish), SlurmEnv())
+    assert lifecycle.status(cell.directory(cfg)).state == lifecycle.State.DONE
+    assert lifecycle.status_record(cell.directory(cfg))["state"] == "done"  # not recorded as failed
+
+
+def test_a_ddp_rank_above_0_works_but_never_writes_done(tiny_root):
+    cfg = tiny_config(tiny_root, "trainer.devices=2")
+    cell = expand_cells(cfg)[0]
+    folder = cell.directory(cfg)
+    rank1 = SlurmEnv(job_id="55", rank=1, step_tasks=2)
+    folder.mkdir(parents=True)
+    lifecycle.start(folder, {}, slurm_job_id="55", restart_count=0)  # as its rank 0 records it
+    assert run_owned(cfg, cell, lambda: lifecycle.Finished(), rank1) == Outcome.DONE
+    assert not lifecycle.is_done(folder)  # DONE is rank 0's
+    (folder / Files.MODEL).write_bytes(b"weights")
+    lifecycle.finish(folder, outputs=(Files.MODEL,))
+    (folder / Files.MODEL).write_bytes(b"altered")  # done but damaged: rank 0 makes it again, so rank 1 waits
+    lifecycle.start(folder, {}, slurm_job_id="54")  # … here for another job's rank 0, which never comes
+    assert task._follow(folder, rank1, lambda: None, patience=1.0) == Outcome.BUSY

@@ -402,3 +402,17 @@ def test_the_lease_file_is_readable_by_every_user_the_umask_allows(tmp_path):
     os.umask(umask)
     lifecycle.Lease(tmp_path / "cell").acquire().release()
     assert (tmp_path / "cell" / Files.LEASE).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_done_intact_reads_only_and_finish_with_records_what_the_work_returned(tmp_path):
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    assert not lifecycle.done_intact(folder)
+    (folder / Files.RESULTS).write_text("{}")
+    finished = lifecycle.Finished((Files.RESULTS,), ("all samples diverged",), {"step": 3})
+    record = lifecycle.finish_with(folder, finished)
+    assert record["sha256"] == {Files.RESULTS: lifecycle.file_sha256(folder / Files.RESULTS)}
+    assert record["flags"] == ["all samples diverged"] and record["step"] == 3 and lifecycle.done_intact(folder)
+    (folder / Files.RESULTS).write_text('{"edited": 1}')
+    assert not lifecycle.done_intact(folder)
+    assert lifecycle.is_done(folder) and (folder / Files.RESULTS).exists()  # it only reads: nothing set aside

@@ -63,7 +63,8 @@ def train_with_resume(tmp_path: Path, switch: str) -> tuple[Path, Probe, Probe]:
     with pytest.raises(RuntimeError, match="simulated preemption"):
         fit_cell(cfg, cell, callbacks=[first, Stop(at=STOP_AT)])
     assert torch.load(cell.directory(cfg) / "last.ckpt", weights_only=True)["global_step"] == STOP_AT
-    directory = fit_cell(cfg, cell, callbacks=[resumed])
+    fit_cell(cfg, cell, callbacks=[resumed])
+    directory = cell.directory(cfg)
     assert (first.start_step, resumed.start_step) == (0, STOP_AT)  # resumed, not restarted
     loss = losses(directory)
     assert sorted(loss) == list(range(1, MAX_STEPS + 1)) and all(math.isfinite(v) for v in loss.values()), loss

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_weights, prepared, saved_weights, tiny_config
+from helpers import assert_same_weights, prepared, saved_weights, tiny_config, train_owned
 from lightning_helpers import AtStep, RecordLr, Stop
 
 from gdm import lifecycle
@@ -75,7 +75,7 @@ def assert_logged_steps_and_final_psnr(cfg, cell, directory: Path, logged_steps:
 def test_training_changes_weights_and_writes_outputs(tmp_path):
     cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.max_steps=2", "trainer.log_every=1"))
     cell = cell_of(cfg)
-    directory = fit_cell(cfg, cell)
+    directory = train_owned(cfg, cell)
     model = torch.load(directory / "model.pt", weights_only=True)
     assert model["model"] == "bf_unet" and model["image_size"] == 16 and model["model_cfg"]["channels"] == 8
     from gdm.training.fit import build_cell_module
@@ -88,7 +88,8 @@ def test_training_changes_weights_and_writes_outputs(tmp_path):
 
 def test_model_file_round_trips_through_load_denoiser(tmp_path):
     cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.max_steps=1"))
-    directory = fit_cell(cfg, cell_of(cfg))
+    fit_cell(cfg, cell_of(cfg))
+    directory = cell_of(cfg).directory(cfg)
     denoiser = load_denoiser(directory / "model.pt")
     payload = torch.load(directory / "model.pt", weights_only=True)
     from gdm.config import ModelConfig
@@ -175,7 +176,7 @@ def test_wandb_offline_run_holds_metrics(tmp_path):
 
     cfg = prepared(tiny_config(tmp_path, "wandb.mode=offline", "trainer.max_steps=2", "trainer.log_every=1"))
     cell = cell_of(cfg)
-    fit_cell(cfg, cell)
+    train_owned(cfg, cell)  # its owner finishes the run (flushed to disk) once DONE is written
     runs = offline_run_dirs(cfg)
     assert len(runs) == 1 and runs[0].name.endswith(cell.wandb_id(cfg))
     records = flushed_records(runs[0])
@@ -190,11 +191,13 @@ def test_wandb_offline_run_holds_metrics(tmp_path):
 
 DDP_OVERRIDES = ["wandb.mode=disabled", "trainer.devices=2", "trainer.max_steps=4", "trainer.ema_decay=0.5"]
 DDP_SCRIPT = """
-import sys, torch, lightning as L
+import os, sys, torch, lightning as L
 sys.path.insert(0, {tests!r})
 from helpers import prepared, tiny_config
 from gdm.cells import expand_cells
 from gdm.training.fit import fit_cell
+from launch.slurm import SlurmEnv
+from launch.task import run_owned
 
 class DumpWeights(L.Callback):
     def on_fit_end(self, trainer, module):
@@ -202,7 +205,8 @@ class DumpWeights(L.Callback):
 
 cfg = prepared(tiny_config({root!r}, *{extra!r}))
 cell = [c for c in expand_cells(cfg) if c.n == 4][0]
-fit_cell(cfg, cell, callbacks=[DumpWeights()])
+rank = int(os.environ.get("LOCAL_RANK", 0))  # Lightning starts rank 1 as this script again
+run_owned(cfg, cell, lambda: fit_cell(cfg, cell, callbacks=[DumpWeights()]), SlurmEnv(rank=rank, step_tasks=2))
 """
 
 
@@ -222,7 +226,9 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     assert_same_weights(rank0, rank1)
     cfg = tiny_config(tmp_path / "runs", NO_WANDB, *DDP_OVERRIDES)
     directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
-    assert lifecycle.status(directory).step == 4
+    status = lifecycle.status(directory)
+    assert status.state == lifecycle.State.DONE and status.step == 4  # DONE written by rank 0's owner
+    assert lifecycle.done_intact(directory) and not list(directory.glob("DONE.bad-*"))
     denoiser = load_denoiser(directory)
     y = torch.rand(2, 1, 16, 16)
     assert torch.allclose(denoiser(3 * y), 3 * denoiser(y), rtol=1e-4, atol=1e-5)  # still bias-free after DDP
@@ -231,7 +237,7 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
 def test_streaming_path_trains(tmp_path):
     cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.in_memory=false", "trainer.max_steps=2"))
     cell = cell_of(cfg)
-    directory = fit_cell(cfg, cell)
+    directory = train_owned(cfg, cell)
     assert lifecycle.status(directory).state.value == "done"
     assert_logged_steps_and_final_psnr(cfg, cell, directory, [2])  # trainer.log_every=2
 

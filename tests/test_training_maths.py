@@ -161,3 +161,23 @@ def test_validation_psnr_is_evaluations_psnr_curve_in_numpy():
     # the float32 sums may differ in the last bit, 1e-7 relative)
     assert result == pytest.approx({f"val/psnr_train_sigma{s:g}": v for s, v in zip(sigmas, psnr_curve(
         BlindDenoiser(net), images, sigmas, seed=seed)["output_psnr"], strict=True)}, rel=1e-6)
+
+
+def test_does_not_denoise_has_one_definition_for_a_cells_flag_and_a_pairs_warning():
+    """Output PSNR above input PSNR at one σ at least (strictly): the cell's validation curve {σ: PSNR} and the
+    pair's curve (input and output PSNR lists) are judged by the same rule, health.beats_input."""
+    from gdm.evaluate import denoises_curve
+    from gdm.training.health import beats_input, denoises, input_psnr
+
+    sigmas = [0.05, 0.1, 0.2]
+    inputs = [input_psnr(s) for s in sigmas]
+    assert inputs == pytest.approx([26.0206, 20.0, 13.9794], abs=1e-4)  # −20·log10 σ
+    outputs = {"worse": [p - 1 for p in inputs], "equal": inputs, "one σ better": [inputs[0] - 3, inputs[1] + 0.5,
+                                                                                     inputs[2] - 1]}
+    verdicts = {name: beats_input(inputs, out) for name, out in outputs.items()}
+    assert verdicts == {"worse": False, "equal": False, "one σ better": True}
+    for name, out in outputs.items():
+        assert denoises(dict(zip(sigmas, out, strict=True))) == verdicts[name]
+        assert denoises_curve({"sigma": sigmas, "input_psnr": inputs, "output_psnr": out}) == verdicts[name]
+    with pytest.raises(ValueError):
+        beats_input(inputs, inputs[:2])  # a curve whose lists disagree is an error, not a verdict

@@ -7,7 +7,7 @@ import logging
 import time
 
 import pytest
-from helpers import prepared, tiny_config
+from helpers import prepared, tiny_config, train_owned
 
 from gdm.config import load_config
 from gdm.wandb_log import log_report, offline_run_dirs
@@ -46,12 +46,10 @@ def test_training_with_an_unreachable_wandb_ends_done_with_an_offline_run(tmp_pa
                                                                            tiny_root):
     from gdm import lifecycle
     from gdm.cells import expand_cells
-    from gdm.training.fit import fit_cell
-
     cfg = prepared(tiny_config(tiny_root, "wandb.mode=online", "wandb.init_timeout_s=2", "trainer.max_steps=2"))
     cell = expand_cells(cfg)[0]
     with caplog.at_level(logging.WARNING, logger="gdm.wandb_log"):
-        fit_cell(cfg, cell)
+        train_owned(cfg, cell)
     assert lifecycle.is_done(cell.directory(cfg))
     assert any("gdm sync" in r.getMessage() for r in caplog.records if r.name == "gdm.wandb_log")
     assert len(offline_run_dirs(cfg)) == 1

@@ -99,7 +99,13 @@ def contrasted(patches: np.ndarray, min_std: float) -> np.ndarray:
 def listing_sha256(data, params: dict) -> str:
     """Checksum of the files read (names and sha256s): a changed photograph is refused by prepare."""
     folder, names = source_files(data.source, params["files"])
-    return stable_hash([[name, file_sha256(folder / name)] for name in names])
+    return listing_of([(name, file_sha256(folder / name)) for name in names])
+
+
+def listing_of(files: list[tuple[str, str]]) -> str:
+    """The one checksum of a patch source: the stable hash of its [name, file sha256] pairs, in read order
+    (what `make` records in the manifest and `listing_sha256` recomputes to check the source)."""
+    return stable_hash([[name, digest] for name, digest in files])
 
 
 def make(data, params: dict, count: int, seed: int, *, progress: bool = False, device="cpu"):
@@ -124,5 +130,5 @@ def make(data, params: dict, count: int, seed: int, *, progress: bool = False, d
         images, threshold=float(params["dedup_threshold"]), device=device, progress=progress
     )
     info = {"source_images": len(names), "deduplicated": removed, "source_files": records,
-            "source_listing_sha256": stable_hash([[r["name"], r["sha256"]] for r in records])}
+            "source_listing_sha256": listing_of([(r["name"], r["sha256"]) for r in records])}
     return Generated(images[kept], None, info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gdm.config import max_n  # the largest n a split may take: one home, checked by the config too
 from gdm.data.errors import DataError
 
 SPLITS = ("A", "B", "test")
@@ -23,11 +24,6 @@ def split_indices(available: int, test_size: int, pool_size: int, seed: int) -> 
         )
     order = np.random.default_rng(seed).permutation(available)
     return order[:test_size], order[test_size : test_size + pool_size]
-
-
-def max_n(pool_size: int) -> int:
-    """The largest training-set size a split may take: half the pool."""
-    return pool_size // 2
 
 
 def split_slice(split: str, n: int | None, pool_size: int, test_size: int) -> slice:

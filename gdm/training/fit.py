@@ -3,9 +3,11 @@
 `fit_cell` builds the network (initial weights seeded by the cell), the data module, a Trainer
 (DDP over `devices × num_nodes` processes when there are several; gloo on CPU), checkpoints
 `<cell dir>/last.ckpt` atomically every `checkpoint_every` steps and resumes from it, logs to a W&B
-run whose id is the cell's, and on rank 0 writes `model.pt`, `metrics.jsonl` and DONE (with the
-model's checksum). A last.ckpt that cannot be read is set aside and training starts over; a model
-whose final weights or validation PSNR are not finite fails the cell instead of finishing it.
+run whose id is the cell's, and on rank 0 writes `model.pt` and `metrics.jsonl`, returning what the
+cell's DONE records (`lifecycle.Finished`: the model to checksum, flags, step and validation PSNR) to its
+owner, `launch.task.run_owned`, which writes settings.json and DONE. A last.ckpt that cannot be read is
+set aside and training starts over; a model whose final weights or validation PSNR are not finite fails
+the cell instead of finishing it.
 `load_denoiser` (gdm.training.model_file) turns a model.pt back into the blind denoiser.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from gdm import lifecycle, wandb_log
-from gdm.cells import Cell, Files, cell_settings, data_dir
+from gdm.cells import Cell, Files, data_dir
 from gdm.config import ExperimentConfig
 from gdm.data.module import CellDataModule
 from gdm.models import build_model
@@ -113,9 +116,11 @@ def prepare_network(module: DenoiserModule, cfg: ExperimentConfig) -> None:
 
 
 def fit_cell(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugins: Sequence[Any] | None = None,
-             callbacks: Sequence[Callback] = ()) -> Path:
-    """Train `cell` to cfg.trainer.max_steps (resuming from its last.ckpt); returns the cell directory.
+             callbacks: Sequence[Callback] = ()) -> lifecycle.Finished | None:
+    """Train `cell` to cfg.trainer.max_steps (resuming from its last.ckpt); the work only, not the folder's life.
 
+    Returns, on rank 0, what the cell's DONE records (model.pt to checksum, flags, step, validation PSNR) with
+    the W&B model artifact to log once DONE is written; None on DDP ranks > 0, which write nothing.
     plugins: extra Lightning plugins (the launcher passes SLURMEnvironment(auto_requeue=False)).
     callbacks: extra Lightning callbacks. Raises NonFiniteLossError if the loss turns NaN/inf and
     NonFiniteModelError if the weights do (the last finite last.ckpt is kept either way), and
@@ -123,28 +128,39 @@ def fit_cell(cfg: ExperimentConfig, cell: Cell, *, progress: bool = False, plugi
     """
     directory = cell.directory(cfg)
     directory.mkdir(parents=True, exist_ok=True)
-    lifecycle.write_settings(directory, cell_settings(cfg, cell.dataset))
     module, data = build_cell_module(cfg, cell)
     prepare_network(module, cfg)
     trainer = make_trainer(cfg, cell, progress=progress, plugins=plugins, callbacks=callbacks,
                            logger=wandb_log.train_logger(cfg, cell) if cfg.wandb.mode != "disabled" else False)
     last = usable_checkpoint(directory / Files.LAST_CKPT)
-    finished = False
     try:
         trainer.fit(module, datamodule=data, ckpt_path=last)
         if trainer.global_step < cfg.trainer.max_steps or trainer.interrupted:
             raise TrainingInterrupted(f"cell {cell.cell_id} stopped at step {trainer.global_step} of "
                                       f"trainer.max_steps={cfg.trainer.max_steps}; run it again to resume from "
                                       f"{directory / Files.LAST_CKPT}")
+        if not trainer.is_global_zero:
+            return None
+        finished = finish_cell(cfg, cell, module, data, trainer)
+    except BaseException:
         if trainer.is_global_zero:
-            done = finish_cell(cfg, cell, module, data, trainer)
-            if (run := wandb_log.active_run(trainer)) is not None:
-                wandb_log.log_model(cfg, run, cell, directory / Files.MODEL, done["sha256"][Files.MODEL])
-        finished = True
+            wandb_log.finish_run(wandb_log.active_run(trainer), False)
+        raise
+    run = wandb_log.active_run(trainer)
+    return replace(finished, after_done=lambda done: publish_model(cfg, cell, run, done))
+
+
+def publish_model(cfg: ExperimentConfig, cell: Cell, run: Any | None, done: dict) -> None:
+    """Once DONE is written: model.pt as a W&B artifact with the checksum DONE recorded, then the run is
+    finished (flushed to disk when offline)."""
+    if run is None:
+        return
+    ok = False
+    try:
+        wandb_log.log_model(cfg, run, cell, cell.directory(cfg) / Files.MODEL, done["sha256"][Files.MODEL])
+        ok = True
     finally:
-        if trainer.is_global_zero:
-            wandb_log.finish_run(wandb_log.active_run(trainer), finished)
-    return directory
+        wandb_log.finish_run(run, ok)
 
 
 def usable_checkpoint(path: Path) -> Path | None:
@@ -167,8 +183,8 @@ def usable_checkpoint(path: Path) -> Path | None:
 
 
 def finish_cell(cfg: ExperimentConfig, cell: Cell, module: DenoiserModule, data: CellDataModule,
-                trainer: L.Trainer) -> dict:
-    """model.pt from finite weights, a finite final validation, then DONE with the model's checksum."""
+                trainer: L.Trainer) -> lifecycle.Finished:
+    """model.pt from finite weights after a finite final validation; returns what DONE records of them."""
     directory = cell.directory(cfg)
     psnr = final_validation(module, data)
     check_finite({"final validation PSNR": list(psnr.values())}, f"cell {cell.cell_id}")
@@ -176,8 +192,8 @@ def finish_cell(cfg: ExperimentConfig, cell: Cell, module: DenoiserModule, data:
     (directory / Files.METRICS).touch()
     curve = psnr_by_sigma(psnr, "test") or psnr_by_sigma(psnr, "train")
     flags = () if not curve or denoises(curve) else (NOT_DENOISING,)
-    return lifecycle.finish(directory, outputs=(Files.MODEL,), flags=flags, step=trainer.global_step,
-                            validation_psnr=psnr)
+    return lifecycle.Finished(outputs=(Files.MODEL,), flags=flags,
+                              facts={"step": trainer.global_step, "validation_psnr": psnr})
 
 
 def final_validation(module: DenoiserModule, data: CellDataModule) -> dict[str, float]:

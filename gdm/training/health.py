@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from gdm.results import beats_input  # the one rule: a cell's flag and a pair's warning
+
 NOT_DENOISING = "does not denoise"  # flag of a done cell whose output PSNR < input PSNR at every σ
 
 
@@ -53,5 +55,5 @@ def input_psnr(sigma: float) -> float:
 
 
 def denoises(psnr_by_sigma: Mapping[float, float]) -> bool:
-    """True when the output PSNR beats the input PSNR at one validated σ at least."""
-    return any(out > input_psnr(sigma) for sigma, out in psnr_by_sigma.items())
+    """`beats_input` for a validation curve {σ: output PSNR}, against the input PSNR of each σ."""
+    return beats_input([input_psnr(sigma) for sigma in psnr_by_sigma], list(psnr_by_sigma.values()))
