@@ -12,15 +12,19 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from gdm import figures, lifecycle
-from gdm.analysis import calpha, controls, jacobian, psnr, similarity, tangent
+from gdm.analysis import calpha, controls, evidence, jacobian, memorization, psnr, similarity, tangent, verdict
+from gdm.analysis.blind_gaussian import BlindGaussianDenoiser
 from gdm.analysis.nearest import nearest
 from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
+from gdm.analysis.verdict import IntervalEvidence
 from gdm.cells import EvalPair, Files, data_dir
 from gdm.config import ExperimentConfig
 from gdm.io import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -108,36 +112,120 @@ def _sample(
 def summarize(
     cfg: ExperimentConfig, pair: EvalPair, data: PairData, samples: dict, device: Device
 ) -> tuple[PairResults, PairEvaluation]:
-    """results.json's record and the per-sample records behind samples.pt; diverged samples are excluded.
-    The Jacobian and the precision record are added by eval_pair."""
+    """results.json's record and the per-sample records behind samples.pt; diverged samples are excluded from
+    the medians and counted against agreement in the intervals. The Jacobian and the precision record are
+    added by eval_pair."""
     splits = sorted(samples)
     ok = torch.stack([~samples[s].diverged for s in splits]).all(0)
     measures = (*MEASURES, *(m for m in [cfg.eval.similarity] if m not in MEASURES))
     agreements = {m: agreement(m, splits, samples, data, ok, device) for m in measures}
     headline, threshold = agreements[cfg.eval.similarity].pooled(), cfg.eval.memorization_threshold
+    fields, per_image = _psnr_fields(cfg, data, device)
     results = PairResults(
         pair=pair.pair_id, dataset=pair.dataset, n=pair.n, num_samples=int(ok.numel()), num_valid=int(ok.sum()),
         headline_similarity=cfg.eval.similarity, diverged={s: int(samples[s].diverged.sum()) for s in splits},
         median_steps={s: float(samples[s].steps.float().median()) for s in splits},
         agreement={m: record.summary() for m, record in agreements.items()},
         memorized_fraction=_fraction(headline["nearest"] > threshold),
-        memorized_fraction_other=_fraction(headline["nearest_other"] > threshold), **_psnr_fields(cfg, data, device))
+        memorized_fraction_other=_fraction(headline["nearest_other"] > threshold),
+        memorized_fraction_l2=_l2_memorized(splits, samples, data, ok, device),
+        reproducibility=_fraction(agreements[cfg.eval.similarity].ab > threshold), **fields)
     realism = realism_of(data, samples, ok)
     results = replace(results, contrast_test=realism.contrast("test"), realism=realism.summary())
-    results = replace(results, **_verdict(results), **_calpha(cfg, data, results),
+    evidence, intervals = _interval_evidence(cfg, results, agreements[cfg.eval.similarity], samples, ok, per_image)
+    results = replace(results, **_verdict(results, evidence), intervals=intervals, **_calpha(cfg, data, results),
                       warnings=health_warnings(results.psnr, results.num_valid))
-    return results, PairEvaluation(ok, agreements, realism)
+    return results, PairEvaluation(ok, agreements, realism, _per_image_arrays(per_image))
 
 
-def _psnr_fields(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
-    """The models' PSNR curves and train − test gaps, with the memorizing and Gaussian references if asked for."""
-    curves = _psnr_curves(cfg, data, device)
-    optimal = optimal_psnr_curves(data.train, data.test, cfg.eval.psnr_sigmas, **_psnr_run(cfg, device)) \
+def _l2_memorized(splits: list[str], samples: dict, data: PairData, ok: torch.Tensor, device: Device) -> float | None:
+    """Share of valid samples (both models) memorized by the L2 ratio criterion (None below 2 training images)."""
+    if pair_n(data) < 2 or not int(ok.sum()):
+        return None
+    ratios = torch.cat([memorization.l2_ratio(samples[s].images[ok], data.train[s], device=device) for s in splits])
+    return _fraction(memorization.l2_ratio_memorized(ratios))
+
+
+def pair_n(data: PairData) -> int:
+    return min(len(x) for x in data.train.values())
+
+
+def _seed_arrays(record: Agreement, samples: dict, ok: torch.Tensor) -> evidence.SeedArrays:
+    """The headline measure's per-seed values over all seeds, NaN where a sample diverged (evidence.SeedArrays)."""
+    splits, valid = sorted(samples), ok.numpy()
+
+    def spread(values: torch.Tensor) -> np.ndarray:
+        out = np.full(len(valid), np.nan)
+        out[valid] = values.double().numpy()
+        return out
+
+    crossed = controls.cross_seed_per_seed(record.cross_seed) if len(record.cross_seed) else torch.zeros(0)
+    return evidence.SeedArrays(
+        valid=valid, agreement=spread(record.ab),
+        nearest=np.stack([spread(record.nearest[s]) for s in splits], axis=1),
+        cross_seed=spread(crossed) if len(crossed) == int(ok.sum()) else np.full(len(valid), np.nan),
+        diverged=np.stack([samples[s].diverged.numpy() for s in splits], axis=1))
+
+
+def _interval_evidence(cfg: ExperimentConfig, results: PairResults, record: Agreement, samples: dict,
+                       ok: torch.Tensor, per_image: dict) -> tuple[IntervalEvidence, dict]:
+    """Intervals of every verdict statistic (gdm.analysis.evidence), seeded by eval.seed: reproducible."""
+    rng = np.random.default_rng(cfg.eval.seed)
+    images = [evidence.ImageArrays(
+        sigmas=list(cfg.eval.psnr_sigmas),
+        model_train=_db(per_image["model"][s]["train"]), model_test=_db(per_image["model"][s]["test"]),
+        wiener_train=_baseline(per_image, s, "train"), wiener_test=_baseline(per_image, s, "test"),
+        blind_test=_db(per_image["blind"][s]["test"]) if "blind" in per_image else None) for s in results.splits]
+    found, named = evidence.interval_evidence(_seed_arrays(record, samples, ok), images,
+                                              cfg.eval.memorization_threshold, rng)
+    band = [s for s in cfg.eval.psnr_sigmas if controls.SIGMA_BAND[0] <= s <= controls.SIGMA_BAND[1]]
+    return found, evidence.intervals_json(named, results.splits, band)
+
+
+def _db(p: psnr.PerImage) -> np.ndarray:
+    return p.output_psnr.double().numpy()
+
+
+def _baseline(per_image: dict, split: str, kind: str) -> np.ndarray:
+    """The gap's paired baseline: the Wiener filter's PSNR per image, or 0 without the Gaussian reference."""
+    if "wiener" in per_image:
+        return _db(per_image["wiener"][split][kind])
+    return np.zeros_like(_db(per_image["model"][split][kind]))
+
+
+def _per_image_arrays(per_image: dict) -> dict[str, torch.Tensor]:
+    """samples.pt's per-image PSNR arrays [σ, image], e.g. `psnr_model_A_test` (input PSNR: `psnr_input_A_test`),
+    so a referee can resample them."""
+    def arrays(name: str, source: str, attribute: str) -> dict[str, torch.Tensor]:
+        return {f"psnr_{name}_{s}_{kind}": getattr(p, attribute)
+                for s, kinds in per_image[source].items() for kind, p in kinds.items()}
+    out = arrays("input", "model", "input_psnr")
+    for source in per_image:
+        out.update(arrays(source, source, "output_psnr"))
+    return out
+
+
+def _psnr_fields(cfg: ExperimentConfig, data: PairData, device: Device) -> tuple[dict, dict]:
+    """PairResults' PSNR fields (the models' curves and train − test gaps, the memorizing, Gaussian and blind
+    Gaussian references if asked for) and the per-image PSNRs behind them: source → split → kind → PerImage."""
+    run = _psnr_run(cfg, device)
+    blind = {s: (lambda sigma, d=d: d) for s, d in data.denoisers.items()}  # the models do not take σ
+    per_image = {"model": psnr.per_image_per_split(blind, data.train, data.test, cfg.eval.psnr_sigmas, **run)}
+    curves = psnr.curves_of(per_image["model"])
+    optimal = optimal_psnr_curves(data.train, data.test, cfg.eval.psnr_sigmas, **run) \
         if cfg.eval.optimal_reference else None
     gaps = {s: psnr.generalization_gap(c["train"], c["test"]) for s, c in sorted(curves.items())}
-    gaussian = _gaussian_curves(cfg, data, device) if cfg.eval.gaussian_reference else None
+    if cfg.eval.gaussian_reference:
+        gaussian_model, t = controls.fit_gaussian(_pool_chunks(data, device)), cfg.trainer
+        per_image["wiener"] = psnr.per_image_per_split(dict.fromkeys(data.train, partial(
+            controls.WienerDenoiser, gaussian_model)), data.train, data.test, cfg.eval.psnr_sigmas, **run)
+        unknown = BlindGaussianDenoiser(gaussian_model, law=t.sigma_law, sigma_min=t.sigma_min, sigma_max=t.sigma_max)
+        per_image["blind"] = psnr.per_image_per_split(dict.fromkeys(data.train, lambda sigma: unknown), data.train,
+                                                      data.test, cfg.eval.psnr_sigmas, **run)
+    gaussian = psnr.curves_of(per_image["wiener"]) if cfg.eval.gaussian_reference else None
+    blind_curves = psnr.curves_of(per_image["blind"]) if cfg.eval.gaussian_reference else None
     return dict(psnr=curves, psnr_optimal=optimal, psnr_gap=gaps, psnr_gap_mean=sum(gaps.values()) / len(gaps),
-                psnr_gaussian=gaussian)  # PairResults' fields, by their names
+                psnr_gaussian=gaussian, psnr_gaussian_blind=blind_curves), per_image
 
 
 def agreement(measure: str, splits: list[str], samples: dict, data: PairData, ok: torch.Tensor,
@@ -175,12 +263,6 @@ def _pool_chunks(data: PairData, device: Device, chunk: int = 4096):
         yield torch.from_numpy(to_unit(np.array(images[start : start + chunk]))).unsqueeze(1).to(device)
 
 
-def _gaussian_curves(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
-    """split → {"train", "test"} PSNR of the Wiener denoiser of the pool, on the models' noise draws."""
-    model = controls.fit_gaussian(_pool_chunks(data, device))
-    return controls.gaussian_psnr_curves(model, data.train, data.test, cfg.eval.psnr_sigmas, **_psnr_run(cfg, device))
-
-
 def realism_of(data: PairData, samples: dict, ok: torch.Tensor) -> Realism:
     """Contrast, power spectrum and pixel histogram of each model's valid samples and of the held-out images."""
     profiles = {"test": controls.realism_profile(data.test)}
@@ -188,16 +270,14 @@ def realism_of(data: PairData, samples: dict, ok: torch.Tensor) -> Realism:
     return Realism(profiles, tuple(sorted(samples)))
 
 
-def _verdict(results: PairResults) -> dict:
-    """The pair's verdict from its headline similarity, memorization, gaps and Gaussian margins (controls.verdict)."""
+def _verdict(results: PairResults, found: IntervalEvidence) -> dict:
+    """The pair's verdict from its intervals (gdm.analysis.verdict: each condition passes, fails or is
+    inconclusive; the label says which condition decided it), and the point margins to the oracle Wiener filter."""
     splits, gaussian = results.splits, results.psnr_gaussian
     margins = {s: controls.band_margins(results.psnr[s]["test"], gaussian[s]["test"]) for s in splits} \
         if gaussian is not None else {}
-    headline = results.headline()
-    evidence = controls.PairEvidence(results.memorized_fraction, headline.ab_median, headline.nearest_median,
-                                     headline.cross_seed_median, tuple(margins.values()),
-                                     tuple(results.psnr_gap[s] for s in splits))
-    return dict(verdict=controls.verdict(evidence), verdict_checks=controls.verdict_checks(evidence),
+    decided = verdict.verdict(verdict.conditions(found))
+    return dict(verdict=decided.label, verdict_decided_by=decided.decided_by, verdict_checks=decided.outcomes,
                 margins={s: _margin(margins.get(s, ())) for s in splits})
 
 
@@ -221,11 +301,6 @@ def _psnr_run(cfg: ExperimentConfig, device: Device) -> dict:
     """What every PSNR curve of a pair shares (images, noise seed, batch, device): the models, the memorizing
     optimum and the Gaussian reference see the same noisy images, so their curves compare σ by σ."""
     return {"images": cfg.eval.psnr_images, "seed": cfg.eval.seed, "batch_size": cfg.eval.batch_size, "device": device}
-
-
-def _psnr_curves(cfg: ExperimentConfig, data: PairData, device: Device) -> dict:
-    blind = {s: (lambda sigma, d=d: d) for s, d in data.denoisers.items()}  # the models do not take σ
-    return psnr.curves_per_split(blind, data.train, data.test, cfg.eval.psnr_sigmas, **_psnr_run(cfg, device))
 
 
 def geometry_of(cfg: ExperimentConfig, data: PairData, directory: Path) -> dict:

@@ -15,7 +15,7 @@ samples.pt (one pair): per split s the sampler's `samples_s` [K, 1, H, W], `step
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -147,12 +147,13 @@ class PairEvaluation:
     valid: torch.Tensor  # [K] bool: seeds where neither model diverged
     agreements: dict[str, Agreement]  # measure → its record (the paper's cosine, correlation, the headline)
     realism: Realism
+    psnr_per_image: dict[str, torch.Tensor] = field(default_factory=dict)  # name → [σ, image] PSNR, dB
 
     def arrays(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {"valid": self.valid}
         for agreement in self.agreements.values():
             out.update(agreement.arrays())
-        return out | self.realism.arrays()
+        return out | self.realism.arrays() | self.psnr_per_image
 
     def per_seed_columns(self, first_seed: int) -> dict[str, list]:
         """One row per valid seed: its seed, then every measure's columns."""

@@ -111,15 +111,23 @@ class PairResults:
     agreement: dict[str, MeasureSummary] = _laid(Layout.PER_MEASURE)  # measure → its statistics
     memorized_fraction: float | None = _laid(Layout.PLAIN)  # share of samples above the threshold (own split)
     memorized_fraction_other: float | None = _laid(Layout.PLAIN)  # the same against the other split
+    # share of valid samples with ‖x − nn₁‖ / ‖x − nn₂‖ < 1/3 (L2 ratio criterion; None below 2 training images)
+    memorized_fraction_l2: float | None = _laid(Layout.OPTIONAL)
+    reproducibility: float | None = _laid(Layout.OPTIONAL)  # share of valid seeds with s(a_i, b_i) > the threshold
     psnr: dict = _laid(Layout.PLAIN, required=True)  # split → {"train", "test"} → PSNR curve of the model
     psnr_optimal: dict | None = _laid(Layout.OPTIONAL)  # the memorizing optimum's curves, same layout
     psnr_gap: dict[str, float] = _laid(Layout.PER_SPLIT)  # split → train − test PSNR, mean over σ, dB
     psnr_gap_mean: float | None = _laid(Layout.PLAIN, key="psnr_gap")  # mean of psnr_gap over the splits, dB
     psnr_gaussian: dict | None = _laid(Layout.OPTIONAL)  # the Gaussian (Wiener) reference's curves
+    # the blind Bayes-optimal Gaussian denoiser (σ unknown, the training law's prior): the verdict's reference
+    psnr_gaussian_blind: dict | None = _laid(Layout.OPTIONAL)
     contrast_test: float | None = _laid(Layout.PLAIN)  # mean per-image pixel std of the held-out images
     realism: dict[str, SplitRealism] = _laid(Layout.SPLIT_RECORDS, record=SplitRealism, nested=True)
-    verdict: str | None = _laid(Layout.PLAIN)  # memorizing, generalizing, underfit or transitional
-    verdict_checks: dict[str, bool | None] | None = _laid(Layout.PLAIN)  # each condition (controls.verdict_checks)
+    verdict: str | None = _laid(Layout.PLAIN)  # memorizing, generalizing, underfit, transitional or inconclusive
+    verdict_decided_by: str | None = _laid(Layout.OPTIONAL)  # the condition that settled the verdict
+    verdict_checks: dict[str, str] | None = _laid(Layout.PLAIN)  # condition → pass, fail or inconclusive
+    # each verdict statistic's {estimate, low, high, level} (gdm.analysis.evidence.intervals_json)
+    intervals: dict | None = _laid(Layout.OPTIONAL)
     margins: dict[str, GaussianMargin] = _laid(Layout.SPLIT_RECORDS, record=GaussianMargin)
     jacobian: dict | None = _laid(Layout.OPTIONAL)  # "image<i>_sigma<σ>" → split → Jacobian geometry
     precision: dict[str, str] | None = _laid(Layout.OPTIONAL)  # the arithmetic (gdm.precision.Precision)

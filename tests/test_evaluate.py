@@ -150,7 +150,19 @@ def test_controls_and_verdict_enter_the_results(tiny_config):
     results, evaluation = _results(tiny_config, data, copies)
     arrays = evaluation.arrays()
     assert results["verdict"] == "memorizing" and results["memorized_fraction"] == 1.0
-    assert results["verdict_checks"]["memorized_majority"] is True
+    assert results["verdict_checks"]["memorized_majority"] == "pass"  # its whole interval is above 1/2
+    assert results["verdict_decided_by"] == "memorized_majority"
+    memorized = results["intervals"]["memorized"]
+    assert memorized["low"] > 0.5 and memorized["estimate"] == results["memorized_fraction"] == 1.0
+    assert results["memorized_fraction_l2"] == 1.0  # a copy is infinitely closer to its image than to any other
+    assert results["reproducibility"] == 0.0  # A's copies are not B's copies
+    assert set(results["psnr_gaussian_blind"]) == {"A", "B"}
+    blind, oracle = (results[k]["A"]["test"] for k in ("psnr_gaussian_blind", "psnr_gaussian"))
+    assert blind["input_psnr"] == oracle["input_psnr"] and blind["output_psnr"] != oracle["output_psnr"]  # same draws
+    for split in "AB":  # per-image PSNR for a referee, their means the curves
+        per_image = arrays[f"psnr_model_{split}_test"]
+        assert per_image.shape == (len(tiny_config.eval.psnr_sigmas), min(len(data.test), tiny_config.eval.psnr_images))
+        assert per_image.mean(1).tolist() == pytest.approx(results["psnr"][split]["test"]["output_psnr"])
     assert len(arrays["cross_seed_correlation"]) == 4 * 3 and len(arrays["novelty_correlation"]) == 2 * 6
     # A's copies and B's copies are different images: the cross-seed baseline is what unrelated images score
     assert results["cross_seed_correlation_median"] == pytest.approx(float(arrays["cross_seed_correlation"].median()))
@@ -181,7 +193,9 @@ def test_without_the_gaussian_reference_the_verdict_skips_that_check(tiny_config
     samples = {s: _result(_images(4, 10 + i), [False] * 4) for i, s in enumerate("AB")}
     results, _ = _results(cfg, _pair_data(cfg), samples)
     assert "psnr_gaussian" not in results and results["gaussian_margin_db_min_A"] is None
-    assert results["verdict_checks"]["at_or_above_gaussian"] is None and results["verdict"] in controls.VERDICTS
+    assert "psnr_gaussian_blind" not in results and results["intervals"]["A"]["blind_gaussian_band_mean_db"] is None
+    assert results["verdict_checks"]["at_or_above_gaussian"] == "pass"  # not measured: not checked
+    assert results["verdict"] in controls.VERDICTS
 
 
 def test_per_seed_columns_carry_the_cross_seed_control(tiny_config):

@@ -165,8 +165,8 @@ def test_validation_psnr_is_evaluations_psnr_curve_in_numpy():
 
 def test_does_not_denoise_has_one_definition_for_a_cells_flag_and_a_pairs_warning():
     """Output PSNR above input PSNR at one σ at least (strictly): the cell's validation curve {σ: PSNR} and the
-    pair's curve (input and output PSNR lists) are judged by the same rule, health.beats_input."""
-    from gdm.evaluate import denoises_curve
+    pair's curve (input and output PSNR lists) are judged by the same rule, gdm.results.beats_input."""
+    from gdm.results import denoises as denoises_curve
     from gdm.training.health import beats_input, denoises, input_psnr
 
     sigmas = [0.05, 0.1, 0.2]
