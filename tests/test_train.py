@@ -128,6 +128,44 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path):
                             saved_weights(cell.directory(resumed) / name))
 
 
+def test_kept_models_are_saved_checksummed_and_loadable(tmp_path):
+    """trainer.keep_models_at=[2]: two cells each leave model_step2.pt, model.pt's format, listed in DONE;
+    it loads with weights_only=True and holds other weights than the final model."""
+    cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.keep_models_at=[2]"))
+    for cell in (c for c in expand_cells(cfg) if c.n == 4):
+        directory = fit_cell(cfg, cell)
+        kept, final = (torch.load(directory / name, weights_only=True) for name in ("model_step2.pt", "model.pt"))
+        assert kept.keys() == final.keys() and kept["model_cfg"] == final["model_cfg"]
+        assert any(not torch.equal(v, final["state_dict"][k]) for k, v in kept["state_dict"].items())
+        assert set(lifecycle.done_record(directory)["sha256"]) == {"model.pt", "model_step2.pt"}
+        assert lifecycle.verify(directory, "model_step2.pt") == directory / "model_step2.pt"
+        y = torch.rand(2, 1, 16, 16)
+        assert not torch.equal(load_denoiser(directory / "model_step2.pt")(y), load_denoiser(directory)(y))
+
+
+def test_precise_bn_resumes_bitwise_and_replaces_the_copied_statistics(tmp_path):
+    """With EMA, precise BN and kept models, a run stopped at step 3 and resumed writes the same last.ckpt,
+    model.pt and kept models as an uninterrupted one; the model saved at the last step is model.pt; its BN
+    statistics are the EMA net's own, no longer the raw net's that update_ema copies."""
+    extra = ("trainer.ema_decay=0.5", "trainer.precise_bn_batches=3", "trainer.keep_models_at=[2,6]")
+    straight = prepared(tiny_config(tmp_path / "straight", NO_WANDB, *extra))
+    resumed = prepared(tiny_config(tmp_path / "resumed", NO_WANDB, *extra))
+    cell = cell_of(straight)
+    fit_cell(straight, cell)
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        fit_cell(resumed, cell, callbacks=[Stop(at=3)])
+    fit_cell(resumed, cell)
+    for name in ("last.ckpt", "model.pt", "model_step2.pt", "model_step6.pt"):
+        assert_same_weights(saved_weights(cell.directory(straight) / name),
+                            saved_weights(cell.directory(resumed) / name))
+    directory = cell.directory(straight)
+    assert_same_weights(saved_weights(directory / "model_step6.pt"), saved_weights(directory / "model.pt"))
+    last, model = saved_weights(directory / "last.ckpt"), saved_weights(directory / "model.pt")
+    statistics = [k for k in model if k.endswith("running_sd")]
+    assert statistics and all(torch.equal(model[k], last[f"ema.{k}"]) for k in statistics)
+    assert all(not torch.equal(model[k], last[f"net.{k}"]) for k in statistics)
+
+
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     """A crash while last.ckpt is being written leaves the previous checkpoint intact."""
     from gdm.training.checkpoint_io import AtomicCheckpointIO
