@@ -224,11 +224,15 @@ fit_cell(cfg, cell, callbacks=[DumpWeights()])
 """
 
 
+PRECISE_BN = ["trainer.precise_bn_batches=2", "trainer.keep_models_at=[2,4]"]  # all-reduces inside the steps
+
+
 @pytest.mark.slow
-def test_ddp_two_processes_end_with_identical_weights(tmp_path):
+@pytest.mark.parametrize("more", [[], PRECISE_BN], ids=["default", "precise_bn"])
+def test_ddp_two_processes_end_with_identical_weights(tmp_path, more):
     script = tmp_path / "ddp_fit.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path),
-                                                        root=str(tmp_path / "runs"), extra=DDP_OVERRIDES)))
+                                                        root=str(tmp_path / "runs"), extra=DDP_OVERRIDES + more)))
     python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)  # extend, not replace
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path, "WANDB_SILENT": "true"}
     for key in [k for k in env if k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE", "MASTER_"))]:
@@ -238,8 +242,10 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert_same_weights(rank0, rank1)
-    cfg = tiny_config(tmp_path / "runs", NO_WANDB, *DDP_OVERRIDES)
+    cfg = tiny_config(tmp_path / "runs", NO_WANDB, *DDP_OVERRIDES, *more)
     directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
+    if more:  # model_step4.pt, written at the last step, is model.pt: one statistics computation, both ranks'
+        assert_same_weights(saved_weights(directory / "model_step4.pt"), saved_weights(directory / "model.pt"))
     assert lifecycle.status(directory).step == 4
     denoiser = load_denoiser(directory)
     y = torch.rand(2, 1, 16, 16)
