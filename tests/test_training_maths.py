@@ -13,9 +13,9 @@ from torch import nn
 
 from gdm.analysis.psnr import psnr_curve
 from gdm.config import TrainerConfig
+from gdm.models.layers import BiasFreeBatchNorm
 from gdm.training.denoiser import BlindDenoiser
 from gdm.training.lit_module import DenoiserModule
-from gdm.models.layers import BiasFreeBatchNorm
 from gdm.training.loss import NonFiniteLossError, add_noise, check_finite, denoising_loss
 from gdm.training.loss_weighting import LOSS_WEIGHTINGS, loss_weights, mean_weight
 from gdm.training.precise_bn import recompute_statistics
