@@ -69,6 +69,11 @@ class Files:
     RESULTS_CSV = "results.csv"
     SAMPLES = "samples.pt"  # a pair's samples and per-seed arrays
 
+    @staticmethod
+    def model_at(step: int) -> str:
+        """The evaluated weights after `step` steps (trainer.keep_models_at), in model.pt's format."""
+        return f"model_step{int(step)}.pt"
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -133,6 +138,11 @@ def identity(section: str, values: object) -> dict:
     current, defaults = to_dict(values), to_dict(type(values)())
     known, never = IDENTITY_V1[section], _UNHASHED.get(section, ())
     return {k: v for k, v in current.items() if k in known or (k not in never and v != defaults[k])}
+
+
+def cell_outputs(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The files a finished cell holds, each checksummed in its DONE: model.pt, then one model per kept step."""
+    return (Files.MODEL, *(Files.model_at(step) for step in cfg.trainer.keep_models_at))
 
 
 def cell_settings(cfg: ExperimentConfig, dataset: str) -> dict:

@@ -53,6 +53,16 @@ class TrainerConfig:
     sigma_min: float = 0.0  # lower end of the σ range, in image units ([0, 1] pixels)
     sigma_max: float = 1.0  # upper end of the σ range
     ema_decay: float = 0.0  # EMA decay of the weights used for evaluation (0: no EMA)
+    # per-image loss weight λ(σ) by registry name (gdm.training.loss_weighting.LOSS_WEIGHTINGS): uniform (the
+    # authors' plain mean) or inverse_sigma, λ = 1/max(σ, loss_weight_floor)^loss_weight_power normalised by E_σ[λ]
+    loss_weighting: str = "uniform"
+    loss_weight_floor: float = 0.01  # inverse_sigma: σ below this counts as this in λ(σ), image units
+    loss_weight_power: float = 1.0  # inverse_sigma: the exponent p of λ(σ) = 1/max(σ, floor)^p (1.25 in issue 20)
+    # mixed-σ batches per rank that recompute the evaluated net's batch-norm statistics for its own weights before
+    # each saved model ("precise BN"; averaged over ranks); 0: off, the running statistics are saved as they are
+    precise_bn_batches: int = 0
+    # steps at which the cell also saves model_step<S>.pt (the evaluated weights then), ascending, each ≤ max_steps
+    keep_models_at: list[int] = field(default_factory=list)
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"  # lightning accelerator
     devices: int = 1  # processes per node (one per GPU); must equal SLURM tasks per node
     num_nodes: int = 1  # nodes per training job
@@ -372,9 +382,33 @@ def _check_trainer(t: TrainerConfig) -> None:
         raise ConfigError("config key 'trainer.sigma_min' must be > 0 when trainer.sigma_law=log_uniform")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"config key 'trainer.ema_decay' is {t.ema_decay}; allowed: 0 ≤ ema_decay < 1")
+    _check_loss_weighting(t)
+    _check_kept_models(t)
     if t.batch_size % (t.devices * t.num_nodes):
         raise ConfigError(f"config key 'trainer.batch_size' ({t.batch_size}) must be divisible by "
                           f"trainer.devices × trainer.num_nodes ({t.devices * t.num_nodes})")
+
+
+def _check_loss_weighting(t: TrainerConfig) -> None:
+    if t.loss_weight_floor <= 0:  # λ = 1/max(σ, floor)^p must stay finite at σ = 0
+        raise ConfigError(f"config key 'trainer.loss_weight_floor' is {t.loss_weight_floor}; it must be > 0 "
+                          "(λ(σ) = 1/max(σ, floor)^p is infinite at σ = 0 otherwise), e.g. 0.01")
+    if t.loss_weight_power <= 0:
+        raise ConfigError(f"config key 'trainer.loss_weight_power' is {t.loss_weight_power}; it must be > 0 "
+                          "(trainer.loss_weighting=uniform is the unweighted loss), e.g. 1.0 or 1.25")
+    if t.precise_bn_batches < 0:
+        raise ConfigError(f"config key 'trainer.precise_bn_batches' is {t.precise_bn_batches}; it must be ≥ 0 "
+                          "(0: off; issue 20 used 200)")
+
+
+def _check_kept_models(t: TrainerConfig) -> None:
+    steps = list(t.keep_models_at)
+    if any(s < 1 or s > t.max_steps for s in steps):
+        raise ConfigError(f"config key 'trainer.keep_models_at' is {steps}; each step must be in 1 … "
+                          f"trainer.max_steps ({t.max_steps}): drop the others or raise trainer.max_steps")
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ConfigError(f"config key 'trainer.keep_models_at' is {steps}; list the steps in ascending order, "
+                          f"each once, e.g. {sorted(set(steps))}")
 
 
 def _check_eval(e: EvalConfig) -> None:

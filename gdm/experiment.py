@@ -13,6 +13,7 @@ from gdm.analysis.similarity import SIMILARITIES
 from gdm.config import ConfigError, ConfigFiles, ExperimentConfig, load_config
 from gdm.data.families import check_dataset
 from gdm.models import check_image_size
+from gdm.training.loss_weighting import LOSS_WEIGHTINGS
 from gdm.training.sigma import SIGMA_LAWS
 
 
@@ -28,6 +29,7 @@ def load_experiment(path: ConfigFiles = None, overrides: Sequence[str] = (), *,
 def check_registries(cfg: ExperimentConfig, *, need_source: bool = True) -> None:
     """ConfigError naming the key whose value no registry holds, or which its entry cannot take."""
     _check_choice("trainer.sigma_law", cfg.trainer.sigma_law, SIGMA_LAWS)
+    _check_choice("trainer.loss_weighting", cfg.trainer.loss_weighting, LOSS_WEIGHTINGS)
     _check_choice("eval.similarity", cfg.eval.similarity, SIMILARITIES)
     for name, data in cfg.datasets.items():
         check_dataset(data, f"datasets.{name}", need_source=need_source)

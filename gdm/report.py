@@ -183,6 +183,10 @@ MARKDOWN_COLUMNS = (
     _Column("nearest correlation", lambda r: (r.measure("correlation").nearest_median,)),
     _Column("nearest correlation, other split", lambda r: (r.measure("correlation").nearest_other_median,)),
     _Column("memorized", lambda r: (r.memorized_fraction,), 2),
+    _Column("memorized, 95 % interval", lambda r: (_ci(r.interval("memorized"), 2),), optional=True),
+    _Column("A–B − nearest, 95 % interval", lambda r: (_ci(r.interval("agreement_minus_nearest"), 3),),
+            optional=True),
+    _Column("memorized (L2 ratio < 1/3)", lambda r: (r.memorized_fraction_l2,), 2, optional=True),
     _Column("memorized, other split", lambda r: (r.memorized_fraction_other,), 2),
     _Column("PSNR gap (dB)", lambda r: (r.psnr_gap_mean,), 2),
     _Column("C^α slope / optimal α/(α+1)", lambda r: (_mean(calpha_slopes(r).values()), r.calpha_optimal_slope),
@@ -203,7 +207,16 @@ MARKDOWN_COLUMNS = (
             optional=True),
     _Column("histogram dist. A/B", _per_split(lambda r, s: r.realism_of(s).histogram_distance), 3, optional=True),
     _Column("verdict", lambda r: (r.verdict,), optional=True),
+    _Column("decided by", lambda r: (r.verdict_decided_by,), optional=True),
 )
+
+
+def _ci(interval: dict | None, digits: int) -> str | None:
+    """"estimate [low, high]" of an interval record (an open end: "–")."""
+    if interval is None:
+        return None
+    low, estimate, high = (_f(interval[k], digits) for k in ("low", "estimate", "high"))
+    return f"{estimate} [{low}, {high}]"
 
 
 def markdown_table(results: list[PairResults]) -> str:

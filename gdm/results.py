@@ -183,8 +183,15 @@ class PairResults:
         return {k: v for k, v in self.to_json().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def summary(self) -> dict[str, Any]:
-        """W&B's summary of the pair: its numbers and its verdict."""
-        return self.scalars() | {"verdict": self.verdict}
+        """W&B's summary of the pair: its numbers, its verdict, what decided it and every interval (nested)."""
+        return self.scalars() | {"verdict": self.verdict, "verdict_decided_by": self.verdict_decided_by,
+                                 "intervals": self.intervals or {}}
+
+    def interval(self, name: str, split: str | None = None) -> dict | None:
+        """One statistic's {estimate, low, high, level} from `intervals` (None: not measured or an older file);
+        with `split`, a per-model one (gdm.analysis.evidence.intervals_json names them)."""
+        found = (self.intervals or {}).get(split, {}) if split else (self.intervals or {})
+        return found.get(name)
 
     def psnr_curves(self) -> dict[str, dict]:
         """The pair's PSNR curves by label: the models', then each reference's, on train and test images."""

@@ -10,6 +10,7 @@ resuming, re-batching or moving a job to another host draws the same numbers.
 | data generation, splits      | numpy default_rng(datasets.<name>.seed)     | the dataset's seed (gdm.data)    |
 | initial weights of a cell    | torch.manual_seed(cell_seed), forked RNG    | (trainer.seed, cell id)          |
 | a training step's draws      | step_generator: indices, σ, noise           | (cell seed, step, rank)          |
+| precise-BN batches (K)       | precise_bn_generator: indices, σ, noise     | (cell seed, rank): same K a save |
 | webdataset shard / shuffle   | stream_rng / shuffle_rng                    | (cell seed, rank, worker, epoch) |
 | PSNR per σ (validation, eval)| torch Generator(eval.seed), σ after σ       | eval.seed (gdm.analysis.psnr)    |
 | sampler start and z_t        | one Generator(device) per seed, whole run   | noise_key(sample seed); draw k   |
@@ -47,6 +48,14 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device | str =
     """A generator on `device` for the draws of optimisation step `step` on process `rank`."""
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed("step", seed, step, rank))
+    return generator
+
+
+def precise_bn_generator(seed: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` for the batches that recompute BN statistics on process `rank`: the same batches
+    before every saved model of a cell, so the statistics are a function of the saved weights alone."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(derive_seed("precise_bn", seed, rank))
     return generator
 
 

@@ -52,6 +52,14 @@ def test_resolved_yaml_round_trips(tmp_path):
         (["sampler.sigma_end=1.0"], ["sampler.sigma_end", "sigma_end must be < sigma_0"]),
         (["sampler.sigma_end=0.5", "sampler.sigma_0=0.2"], ["sampler.sigma_end", "sampler.sigma_0"]),
         (["sampler.diverge_pixel_margin=-0.5"], ["sampler.diverge_pixel_margin", "≥ 0", "null"]),
+        (["trainer.loss_weighting=snr"], ["trainer.loss_weighting", "uniform, inverse_sigma"]),
+        (["trainer.loss_weight_floor=0"], ["trainer.loss_weight_floor", "> 0", "infinite at σ = 0"]),
+        (["trainer.loss_weight_power=-1"], ["trainer.loss_weight_power", "> 0"]),
+        (["trainer.precise_bn_batches=-1"], ["trainer.precise_bn_batches", "≥ 0"]),
+        (["trainer.max_steps=100", "trainer.keep_models_at=[50,200]"],
+         ["trainer.keep_models_at", "[50, 200]", "trainer.max_steps (100)", "raise trainer.max_steps"]),
+        (["trainer.keep_models_at=[0]"], ["trainer.keep_models_at", "in 1 …"]),
+        (["trainer.keep_models_at=[150,50,50]"], ["trainer.keep_models_at", "ascending", "e.g. [50, 150]"]),
     ],
 )
 def test_bad_values_name_their_key(overrides, fragments):

@@ -23,7 +23,9 @@ def _ids(cfg) -> list[str]:
 def _today_cell_hash(cfg, dataset: str) -> str:
     """The cell hash of the release before identity v1, kept here verbatim: the whole dataset section."""
     neutral = ("log_every", "val_every", "num_workers", "checkpoint_every", "compile", "accelerator")
-    trainer = {k: v for k, v in to_dict(cfg.trainer).items() if k not in neutral and k != "threads"}
+    later = ("threads", "loss_weighting", "loss_weight_floor", "loss_weight_power", "precise_bn_batches",
+             "keep_models_at")  # trainer keys added after that release
+    trainer = {k: v for k, v in to_dict(cfg.trainer).items() if k not in neutral and k not in later}
     return stable_hash({"data": to_dict(cfg.datasets[dataset]), "model": to_dict(cfg.model), "trainer": trainer}, 8)
 
 
@@ -101,3 +103,15 @@ def test_run_and_train_give_bit_identical_weights(tiny_overrides, tmp_path):
     assert main(["train", *common, "--cell-index", "0"]) == 0
     digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.glob("*/tiny/*/n*-A-*/model.pt")}
     assert len(list(tmp_path.glob("*/tiny/*/n*-A-*/model.pt"))) == 2 and len(digests) == 1
+
+
+def test_issue20_training_settings_at_their_defaults_keep_every_id(tiny_config, tiny_overrides):
+    """loss weighting, precise BN and kept models are hashed only off their defaults (identity v1's rule)."""
+    from gdm.cells import cell_settings
+
+    assert not {"loss_weighting", "loss_weight_floor", "loss_weight_power", "precise_bn_batches",
+                "keep_models_at"} & set(cell_settings(tiny_config, "disks")["trainer"])
+    for setting in ("trainer.loss_weighting=inverse_sigma", "trainer.precise_bn_batches=4",
+                    "trainer.keep_models_at=[3]"):
+        changed = load_config(None, [*tiny_overrides, setting])
+        assert set(_ids(changed)).isdisjoint(_ids(tiny_config)), setting

@@ -149,6 +149,44 @@ def test_step_s_uses_lr_times_a_half_to_the_s_over_k_also_after_a_resume_with_ne
     assert logged == {6: 7.5e-5, 8: 7.5e-5}  # trainer.log_every=2: records lr(6) and lr(8) from the resume on
 
 
+def test_kept_models_are_saved_checksummed_and_loadable(tmp_path):
+    """trainer.keep_models_at=[2]: two cells each leave model_step2.pt, model.pt's format, listed in DONE;
+    it loads with weights_only=True and holds other weights than the final model."""
+    cfg = prepared(tiny_config(tmp_path, NO_WANDB, "trainer.keep_models_at=[2]"))
+    for cell in (c for c in expand_cells(cfg) if c.n == 4):
+        directory = train_owned(cfg, cell)
+        kept, final = (torch.load(directory / name, weights_only=True) for name in ("model_step2.pt", "model.pt"))
+        assert kept.keys() == final.keys() and kept["model_cfg"] == final["model_cfg"]
+        assert any(not torch.equal(v, final["state_dict"][k]) for k, v in kept["state_dict"].items())
+        assert set(lifecycle.done_record(directory)["sha256"]) == {"model.pt", "model_step2.pt"}
+        assert lifecycle.verify(directory, "model_step2.pt") == directory / "model_step2.pt"
+        y = torch.rand(2, 1, 16, 16)
+        assert not torch.equal(load_denoiser(directory / "model_step2.pt")(y), load_denoiser(directory)(y))
+
+
+def test_precise_bn_resumes_bitwise_and_replaces_the_copied_statistics(tmp_path):
+    """With EMA, precise BN and kept models, a run stopped at step 3 and resumed writes the same last.ckpt,
+    model.pt and kept models as an uninterrupted one; the model saved at the last step is model.pt; its BN
+    statistics are the EMA net's own, no longer the raw net's that update_ema copies."""
+    extra = ("trainer.ema_decay=0.5", "trainer.precise_bn_batches=3", "trainer.keep_models_at=[2,6]")
+    straight = prepared(tiny_config(tmp_path / "straight", NO_WANDB, *extra))
+    resumed = prepared(tiny_config(tmp_path / "resumed", NO_WANDB, *extra))
+    cell = cell_of(straight)
+    fit_cell(straight, cell)
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        fit_cell(resumed, cell, callbacks=[Stop(at=3)])
+    fit_cell(resumed, cell)
+    for name in ("last.ckpt", "model.pt", "model_step2.pt", "model_step6.pt"):
+        assert_same_weights(saved_weights(cell.directory(straight) / name),
+                            saved_weights(cell.directory(resumed) / name))
+    directory = cell.directory(straight)
+    assert_same_weights(saved_weights(directory / "model_step6.pt"), saved_weights(directory / "model.pt"))
+    last, model = saved_weights(directory / "last.ckpt"), saved_weights(directory / "model.pt")
+    statistics = [k for k in model if k.endswith("running_sd")]
+    assert statistics and all(torch.equal(model[k], last[f"ema.{k}"]) for k in statistics)
+    assert all(not torch.equal(model[k], last[f"net.{k}"]) for k in statistics)
+
+
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     """A crash while last.ckpt is being written leaves the previous checkpoint intact."""
     from gdm.training.checkpoint_io import AtomicCheckpointIO
@@ -210,11 +248,15 @@ run_owned(cfg, cell, lambda: fit_cell(cfg, cell, callbacks=[DumpWeights()]), Slu
 """
 
 
+PRECISE_BN = ["trainer.precise_bn_batches=2", "trainer.keep_models_at=[2,4]"]  # all-reduces inside the steps
+
+
 @pytest.mark.slow
-def test_ddp_two_processes_end_with_identical_weights(tmp_path):
+@pytest.mark.parametrize("more", [[], PRECISE_BN], ids=["default", "precise_bn"])
+def test_ddp_two_processes_end_with_identical_weights(tmp_path, more):
     script = tmp_path / "ddp_fit.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path),
-                                                        root=str(tmp_path / "runs"), extra=DDP_OVERRIDES)))
+                                                        root=str(tmp_path / "runs"), extra=DDP_OVERRIDES + more)))
     python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)  # extend, not replace
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path, "WANDB_SILENT": "true"}
     for key in [k for k in env if k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE", "MASTER_"))]:
@@ -224,11 +266,13 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert_same_weights(rank0, rank1)
-    cfg = tiny_config(tmp_path / "runs", NO_WANDB, *DDP_OVERRIDES)
+    cfg = tiny_config(tmp_path / "runs", NO_WANDB, *DDP_OVERRIDES, *more)
     directory = next(c for c in expand_cells(cfg) if c.n == 4).directory(cfg)
     status = lifecycle.status(directory)
     assert status.state == lifecycle.State.DONE and status.step == 4  # DONE written by rank 0's owner
     assert lifecycle.done_intact(directory) and not list(directory.glob("DONE.bad-*"))
+    if more:  # model_step4.pt, written at the last step, is model.pt: one statistics computation, both ranks'
+        assert_same_weights(saved_weights(directory / "model_step4.pt"), saved_weights(directory / "model.pt"))
     denoiser = load_denoiser(directory)
     y = torch.rand(2, 1, 16, 16)
     assert torch.allclose(denoiser(3 * y), 3 * denoiser(y), rtol=1e-4, atol=1e-5)  # still bias-free after DDP

@@ -13,9 +13,12 @@ from torch import nn
 
 from gdm.analysis.psnr import psnr_curve
 from gdm.config import TrainerConfig
+from gdm.models.layers import BiasFreeBatchNorm
 from gdm.training.denoiser import BlindDenoiser
 from gdm.training.lit_module import DenoiserModule, learning_rate
 from gdm.training.loss import NonFiniteLossError, add_noise, check_finite, denoising_loss
+from gdm.training.loss_weighting import LOSS_WEIGHTINGS, loss_weights, mean_weight
+from gdm.training.precise_bn import recompute_statistics
 from gdm.training.sigma import SIGMA_LAWS, draw_sigma
 
 # Quantile functions Q(q) of σ on [lo, hi] for u ~ U(0, 1): the closed forms the laws promise.
@@ -121,6 +124,129 @@ def test_denoising_loss_is_the_mean_squared_noise_error():
     loss = denoising_loss(net, y, noise)
     assert loss.dtype == torch.float32 and loss.shape == ()
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_uniform_weighting_is_todays_loss_bit_for_bit():
+    """trainer.loss_weighting=uniform (the default) adds no weight: the loss is the expression of earlier
+    releases, (net(y) − σz)² averaged over everything, bit for bit."""
+    assert loss_weights(TrainerConfig()) is None
+    net = _conv()
+    y = torch.rand(5, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(5, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(denoising_loss(net, y, noise), (net(y).float() - noise.float()).square().mean())
+
+
+def test_inverse_sigma_loss_is_the_hand_computed_weighted_mean():
+    """Σ_i λ(σ_i)/E[λ] · mean_pixels((net(y_i) − n_i)²) / B with λ = 1/max(σ, floor)^p, in float64 by hand."""
+    cfg = TrainerConfig(loss_weighting="inverse_sigma", loss_weight_floor=0.05, loss_weight_power=1.25,
+                        sigma_law="uniform", sigma_min=0.0, sigma_max=1.0)
+    sigma = torch.tensor([0.0, 0.02, 0.3, 0.9]).reshape(4, 1, 1, 1)  # two below the floor
+    net = _conv()
+    y = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    noise = sigma * torch.randn(4, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        error = ((net(y).double() - noise.double()) ** 2).numpy()
+        loss = denoising_loss(net, y, noise, loss_weights(cfg)(sigma))
+    mean = 0.05 * 0.05 ** -1.25 + (1 - 0.05 ** -0.25) / (1 - 1.25)  # E[λ] = ∫₀¹ max(σ, f)^-p dσ, σ ~ U(0, 1)
+    weights = [max(s, 0.05) ** -1.25 / mean for s in (0.0, 0.02, 0.3, 0.9)]
+    expected = sum(w * error[i].mean() for i, w in enumerate(weights)) / 4
+    assert loss.dtype == torch.float32 and loss.shape == ()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(("law", "power", "closed_form"), [
+    ("uniform", 1.0, 1 + math.log(100)),  # ∫₀¹ 1/max(σ, 0.01) dσ = 1 + ln(1/0.01)
+    # σ = u²: ∫₀^0.1 0.01^-1.25 du + ∫_0.1^1 u^-2.5 du
+    ("squared_uniform", 1.25, 0.1 * 0.01 ** -1.25 + (0.1 ** -1.5 - 1) / 1.5),
+])
+def test_weight_normaliser_is_the_mean_weight_under_the_sigma_law(law, power, closed_form):
+    cfg = TrainerConfig(loss_weighting="inverse_sigma", loss_weight_floor=0.01, loss_weight_power=power,
+                        sigma_law=law, sigma_min=0.0, sigma_max=1.0)
+    assert mean_weight(cfg) == pytest.approx(closed_form, rel=1e-6)
+    sigma = draw_sigma(law, 200_000, 0.0, 1.0, torch.Generator().manual_seed(0))
+    assert loss_weights(cfg)(sigma).double().mean().item() == pytest.approx(1.0, rel=0.02)  # weights average 1
+
+
+def test_unknown_loss_weighting_names_the_key_and_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"trainer.loss_weighting is 'snr'.*uniform, inverse_sigma"):
+        loss_weights(TrainerConfig(loss_weighting="snr"))
+    assert set(LOSS_WEIGHTINGS) == {"uniform", "inverse_sigma"}
+
+
+def _bn_net() -> nn.Sequential:
+    """conv → BF-BN → ReLU → conv → torch BN: both kinds of statistics, the second fed by the first."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), BiasFreeBatchNorm(3), nn.ReLU(),
+                         nn.Conv2d(3, 2, 3, padding=1, bias=False), nn.BatchNorm2d(2)).eval()
+
+
+def test_precise_bn_sets_each_statistic_to_its_mean_over_the_batches():
+    """After recomputation, BF-BN's running σ is the mean over batches of the batch σ of its own input, torch
+    BN's running mean/variance the mean of the batch means/unbiased variances; weights, momenta, mode kept."""
+    net = _bn_net()
+    before = {k: v.clone() for k, v in net.named_parameters()}
+    batches = [k * torch.rand(6, 1, 5, 5, generator=torch.Generator().manual_seed(k)) for k in range(1, 5)]
+    with torch.no_grad():  # the activations by hand: train-mode BN normalises by each batch's own σ
+        first = [net[0](b) for b in batches]
+        second = [net[3](torch.relu(h * net[1].gamma / net[1].batch_sd(h))) for h in first]
+    assert recompute_statistics(net, batches) == 4
+    sd = torch.stack([torch.sqrt(h.var(dim=(0, 2, 3), unbiased=False) + 1e-5) for h in first]).mean(0)
+    torch.testing.assert_close(net[1].running_sd.flatten(), sd)
+    torch.testing.assert_close(net[4].running_var, torch.stack([h.var(dim=(0, 2, 3)) for h in second]).mean(0))
+    torch.testing.assert_close(net[4].running_mean, torch.stack([h.mean(dim=(0, 2, 3)) for h in second]).mean(0))
+    assert not net.training and net[1].momentum == 0.1 and net[4].momentum == 0.1
+    assert all(torch.equal(v, before[k]) for k, v in net.named_parameters())
+
+
+def test_precise_bn_forgets_the_previous_statistics():
+    """The first batch overwrites (momentum 1): the result depends on the batches alone, not on the buffers."""
+    one, other = _bn_net(), _bn_net()
+    other[1].running_sd.fill_(7.0)
+    other[4].running_var.fill_(3.0)
+    batches = [torch.rand(4, 1, 5, 5, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    recompute_statistics(one, batches)
+    recompute_statistics(other, batches)
+    for a, b in zip(one.buffers(), other.buffers(), strict=True):
+        torch.testing.assert_close(a.float(), b.float())
+
+
+def _rank_batches(rank: int) -> list[torch.Tensor]:
+    return [(rank + 1) * torch.rand(4, 1, 5, 5, generator=torch.Generator().manual_seed(10 * rank + k))
+            for k in range(3)]
+
+
+def _precise_bn_rank(rank: int, world_size: int, tmp: str) -> None:
+    """One gloo rank: precise BN of the same net on this rank's own batches; its statistics saved."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world_size)
+    try:
+        net = _bn_net()
+        recompute_statistics(net, _rank_batches(rank))
+        torch.save(dict(net.named_buffers()), f"{tmp}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_precise_bn_under_ddp_saves_the_mean_of_the_ranks_statistics(tmp_path):
+    """Two real gloo ranks with different batches end with identical statistics: the mean of what each rank
+    computes alone (one process, no group: the all-reduce is a no-op there)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_precise_bn_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    saved = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    alone = []
+    for rank in (0, 1):
+        net = _bn_net()
+        recompute_statistics(net, _rank_batches(rank))
+        alone.append(dict(net.named_buffers()))
+    for key in ("1.running_sd", "4.running_mean", "4.running_var"):
+        assert torch.equal(saved[0][key], saved[1][key]), key
+        torch.testing.assert_close(saved[0][key], (alone[0][key] + alone[1][key]) / 2)
+        assert not torch.allclose(alone[0][key], alone[1][key])  # the ranks' own statistics differ
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

@@ -186,7 +186,8 @@ MEMORIZED_MAJORITY = 0.5  # memorizing: more than this share of the samples copi
 GAP_DB = 0.5  # generalizing: every model's train − test PSNR gap (mean over σ) is below this, dB
 SIGMA_BAND = (0.05, 0.4)  # noise levels (inclusive) over which test PSNR is compared with the Gaussian reference
 GAUSSIAN_TOLERANCE_DB = 0.0  # slack of that comparison, dB: at or above means ≥ reference − this
-VERDICTS = ("memorizing", "generalizing", "underfit", "transitional", "inconclusive")  # inconclusive: gdm.analysis.verdict
+# the labels of a pair; "inconclusive" comes from deciding on intervals (gdm.analysis.verdict)
+VERDICTS = ("memorizing", "generalizing", "underfit", "transitional", "inconclusive")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ Distributed training: the statistics are per rank (each process normalises with 
 the authors' DataParallel replicas did). The class is deliberately *not* a `_BatchNorm`, so
 Lightning's `sync_batchnorm` / `convert_sync_batchnorm` never replaces it; DDP broadcasts rank 0's
 running estimate before every forward and `gdm.training.lit_module` broadcasts it once more at the end of fitting,
-so all ranks finish with identical buffers.
+so all ranks finish with identical buffers. With trainer.precise_bn_batches > 0 the saved estimate is instead
+recomputed for the saved weights and averaged over the ranks (gdm.training.precise_bn).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 `fit_cell` builds the network (initial weights seeded by the cell), the data module, a Trainer
 (DDP over `devices × num_nodes` processes when there are several; gloo on CPU), checkpoints
 `<cell dir>/last.ckpt` atomically every `checkpoint_every` steps and resumes from it, logs to a W&B
-run whose id is the cell's, and on rank 0 writes `model.pt` and `metrics.jsonl`, returning what the
-cell's DONE records (`lifecycle.Finished`: the model to checksum, flags, step and validation PSNR) to its
-owner, `launch.task.run_owned`, which writes settings.json and DONE. A last.ckpt that cannot be read is
+run whose id is the cell's, and on rank 0 writes `model.pt` (and `model_step<S>.pt` at each step of
+trainer.keep_models_at, gdm.training.kept_models) and `metrics.jsonl`, returning what the cell's DONE
+records (`lifecycle.Finished`: the checksums of gdm.cells.cell_outputs, flags, step and validation PSNR) to
+its owner, `launch.task.run_owned`, which writes settings.json and DONE. A last.ckpt that cannot be read is
 set aside and training starts over; a model whose final weights or validation PSNR are not finite fails
 the cell instead of finishing it.
 `load_denoiser` (gdm.training.model_file) turns a model.pt back into the blind denoiser.
@@ -24,13 +25,14 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from gdm import lifecycle, wandb_log
-from gdm.cells import Cell, Files, data_dir
+from gdm.cells import Cell, Files, cell_outputs, data_dir
 from gdm.config import ExperimentConfig
 from gdm.data.module import CellDataModule
 from gdm.models import build_model
 from gdm.seeds import cell_seed
 from gdm.training.checkpoint_io import AtomicCheckpointIO
 from gdm.training.health import NOT_DENOISING, check_finite, denoises
+from gdm.training.kept_models import KeepModels
 from gdm.training.lit_module import DenoiserModule
 from gdm.training.model_file import save_model
 
@@ -84,12 +86,13 @@ def make_trainer(cfg: ExperimentConfig, cell: Cell, *, progress: bool, plugins: 
         every_n_train_steps=t.checkpoint_every,
     )  # always last.ckpt: the folder is ours alone
     world = t.devices * t.num_nodes
+    kept = KeepModels(cell.directory(cfg), t.keep_models_at, cfg.model, cfg.datasets[cell.dataset].image_size)
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy="ddp" if world > 1 else "auto", precision=t.precision, max_steps=t.max_steps,
         enable_progress_bar=progress, enable_model_summary=False, logger=logger,
-        callbacks=[checkpoint, StatusCallback(cell.directory(cfg), t.checkpoint_every), *callbacks],
+        callbacks=[checkpoint, StatusCallback(cell.directory(cfg), t.checkpoint_every), kept, *callbacks],
         plugins=[*(plugins or []), AtomicCheckpointIO()], log_every_n_steps=t.log_every,
         limit_val_batches=0, num_sanity_val_steps=0, sync_batchnorm=False, use_distributed_sampler=False,
         deterministic=deterministic_mode(on_cpu),
@@ -192,7 +195,7 @@ def finish_cell(cfg: ExperimentConfig, cell: Cell, module: DenoiserModule, data:
     (directory / Files.METRICS).touch()
     curve = psnr_by_sigma(psnr, "test") or psnr_by_sigma(psnr, "train")
     flags = () if not curve or denoises(curve) else (NOT_DENOISING,)
-    return lifecycle.Finished(outputs=(Files.MODEL,), flags=flags,
+    return lifecycle.Finished(outputs=cell_outputs(cfg), flags=flags,
                               facts={"step": trainer.global_step, "validation_psnr": psnr})
 
 

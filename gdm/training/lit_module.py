@@ -2,9 +2,11 @@
 
 Each step draws (on the device, from a generator seeded by (cell, step, rank)) the batch indices,
 σ per image and the noise, so the step's randomness is a function of the step alone: a run resumed
-from last.ckpt reproduces the uninterrupted one. Loss: mean ‖net(y) - σz‖² (gdm.training.loss).
-Adam with the learning rate halved every `lr_halve_every` steps (`learning_rate`, a closed form of the step set
-before each step, as EDM does); optional EMA of the weights.
+from last.ckpt reproduces the uninterrupted one. Loss: mean ‖net(y) - σz‖² (gdm.training.loss), optionally
+weighted per image by λ(σ) (gdm.training.loss_weighting). Adam with the learning rate halved every
+`lr_halve_every` steps (`learning_rate`, a closed form of the step set before each step, as EDM does); optional
+EMA of the weights; optional precise BN statistics of the evaluated weights after the last step and for each
+kept model (gdm.training.precise_bn).
 
 No step waits for the device (docs/CONTRACTS.md, The training step): the loss's finiteness is recorded on the
 device each step and read on the host only at the steps that log, validate, write last.ckpt or end training;
@@ -13,7 +15,8 @@ the loss is read there too. Validation PSNR runs in true fp32 (gdm.precision), a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -24,10 +27,12 @@ from torch import nn
 from gdm.analysis.psnr import psnr_curve
 from gdm.config import TrainerConfig
 from gdm.precision import true_fp32
-from gdm.seeds import step_generator
+from gdm.seeds import precise_bn_generator, step_generator
 from gdm.training.denoiser import BlindDenoiser
 from gdm.training.ema import make_ema, update_ema
 from gdm.training.loss import NO_STEP, add_noise, check_first_non_finite, denoising_loss, first_non_finite
+from gdm.training.loss_weighting import loss_weights
+from gdm.training.precise_bn import recompute_statistics
 from gdm.training.records import append_record, trim_records
 from gdm.training.sigma import draw_sigma
 
@@ -70,6 +75,7 @@ class DenoiserModule(L.LightningModule):
         super().__init__()
         self.net, self.cfg, self.seed = net, cfg, seed
         self.ema = make_ema(net) if cfg.ema_decay > 0 else None
+        self.loss_weight = loss_weights(cfg)  # None: the plain mean (trainer.loss_weighting=uniform)
         self.psnr_sigmas, self.psnr_seed, self.psnr_batch = list(psnr_sigmas), psnr_seed, psnr_batch
         self.metrics_path = metrics_path
         self.images, self.val_batches = images, dict(val_batches or {})
@@ -113,7 +119,7 @@ class DenoiserModule(L.LightningModule):
         clean = self.draw_batch(batch, generator)
         sigma = draw_sigma(self.cfg.sigma_law, clean.shape[0], self.cfg.sigma_min, self.cfg.sigma_max, generator)
         noisy, noise = add_noise(clean, sigma, generator)
-        loss = denoising_loss(self.net, noisy, noise)
+        loss = denoising_loss(self.net, noisy, noise, None if self.loss_weight is None else self.loss_weight(sigma))
         self.first_non_finite = first_non_finite(self.first_non_finite, loss, self.global_step)
         self.last_loss = loss.detach()
         return loss
@@ -150,6 +156,42 @@ class DenoiserModule(L.LightningModule):
         steps_done = self.global_step + 1  # Lightning counts this step once the hook returns
         if self.check_due(steps_done):  # before the callbacks' on_train_batch_end, where last.ckpt is written
             self.check_losses(steps_done)
+        if steps_done == self.trainer.max_steps and self.cfg.precise_bn_batches:
+            self.recompute_bn(self.eval_net)  # here, so the last last.ckpt (and a resume from it) holds them too
+
+    def saved_net(self) -> nn.Module:
+        """The weights to save now: the evaluated net, with BN statistics recomputed for them on a copy when
+        trainer.precise_bn_batches > 0 (training goes on with its own). Every rank must call it (all-reduce)."""
+        if not self.cfg.precise_bn_batches:
+            return self.eval_net
+        net = copy.deepcopy(self.eval_net)
+        self.recompute_bn(net)
+        return net
+
+    def recompute_bn(self, net: nn.Module) -> None:
+        """Precise BN (gdm.training.precise_bn) of `net` on this rank's K noisy batches, in true fp32 as
+        evaluation runs. With EMA this replaces the raw net's statistics that update_ema copied."""
+        with torch.autocast(self.device.type, enabled=False), true_fp32():
+            recompute_statistics(net, self.precise_bn_inputs())
+
+    def precise_bn_inputs(self) -> Iterator[torch.Tensor]:
+        """trainer.precise_bn_batches noisy batches y = x + σz of this rank's batch size, σ from the training
+        law, from a generator keyed by (cell, rank) alone: the same batches before every save."""
+        generator = precise_bn_generator(self.seed, self.global_rank, self.device)
+        clean = self.precise_bn_images(generator)
+        for _ in range(self.cfg.precise_bn_batches):
+            x = next(clean).to(self.device)
+            sigma = draw_sigma(self.cfg.sigma_law, x.shape[0], self.cfg.sigma_min, self.cfg.sigma_max, generator)
+            yield add_noise(x, sigma, generator)[0]
+
+    def precise_bn_images(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """Clean batches: drawn with replacement from the resident images, or a fresh pass of the stream."""
+        if self.images is None:
+            yield from self.trainer.datamodule.train_dataloader()
+            return
+        while True:
+            yield self.images[torch.randint(len(self.images), (self.per_rank_batch(),), generator=generator,
+                                            device=self.device)]
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step  # optimisation steps done

@@ -21,9 +21,16 @@ def add_noise(x: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) 
     return x + noise, noise
 
 
-def denoising_loss(net: nn.Module, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between the predicted and the true noise, in fp32."""
-    return (net(y).float() - noise.float()).square().mean()
+def denoising_loss(net: nn.Module, y: torch.Tensor, noise: torch.Tensor,
+                   weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error between the predicted and the true noise, in fp32.
+
+    weight: None (the plain mean over pixels and images), or each image's λ(σ)/E_σ[λ] ([B, 1, 1, 1],
+    gdm.training.loss_weighting): the mean over images of weight × the image's mean squared error."""
+    error = (net(y).float() - noise.float()).square()
+    if weight is None:
+        return error.mean()
+    return (weight.float().reshape(-1) * error.mean(dim=tuple(range(1, error.dim())))).mean()
 
 
 NO_STEP = torch.iinfo(torch.int64).max  # "no non-finite loss yet", in a device-side first-step record
