@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cloudpickle
+import torch
+from torch import nn
 
 from gdm import lifecycle
 from gdm.cells import data_dir, expand_pairs
@@ -214,3 +216,29 @@ def assert_evals_after_cells(cfg: ExperimentConfig) -> None:
         starts = [e["t"] for e in log if e["kind"] == "eval" and e["id"] == pair.pair_id]
         for start in starts:
             assert all(c.cell_id in ends and ends[c.cell_id] <= start for c in pair.cells), pair.pair_id
+
+
+class Shrink(nn.Module):
+    """f(y) = y / 2: a stand-in denoiser with a parameter, in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.5))
+        self.eval()
+
+    def forward(self, y):
+        return self.scale * y
+
+
+def small_images(n: int, seed: int) -> torch.Tensor:
+    """n random 8×8 one-channel images in [0, 1), fixed by `seed`."""
+    return torch.rand((n, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
+
+
+def stand_in_pair(family: str = "disks"):
+    """A pair's data for gdm.evaluate.summarize without a run: two Shrink models, 5 training images per split,
+    6 held-out images, no prepared dataset (the Gaussian reference fits the training sets)."""
+    from gdm.evaluate import PairData
+
+    return PairData({"A": Shrink(), "B": Shrink()}, {"A": small_images(5, 1), "B": small_images(5, 2)},
+                    small_images(6, 3), None, family)

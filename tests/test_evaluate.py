@@ -6,30 +6,14 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from helpers import small_images, stand_in_pair
 
 from gdm.analysis import controls, similarity
 from gdm.analysis.optimal import optimal_geometry, optimal_psnr_curves
 from gdm.cells import expand_pairs
-from gdm.evaluate import PairData, pair_figures, summarize
+from gdm.evaluate import pair_figures, summarize
 from gdm.pair_records import Agreement, PairEvaluation, Realism
 from gdm.sample import SampleResult
-
-
-class Shrink(nn.Module):
-    """f(y) = y / 2: a stand-in denoiser with a parameter, in eval mode."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(0.5))
-        self.eval()
-
-    def forward(self, y):
-        return self.scale * y
-
-
-def _images(n, seed):
-    return torch.rand((n, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
 
 
 def _result(images, diverged):
@@ -38,9 +22,7 @@ def _result(images, diverged):
 
 
 def _pair_data(cfg):
-    return PairData(
-        {"A": Shrink(), "B": Shrink()}, {"A": _images(5, 1), "B": _images(5, 2)}, _images(6, 3), None, "disks"
-    )
+    return stand_in_pair()
 
 
 def _results(cfg, data, samples) -> tuple[dict, PairEvaluation]:
@@ -59,9 +41,9 @@ def _finite_or_none(value):
 
 def test_diverged_samples_are_counted_and_leave_every_statistic_finite(tiny_config):
     data = _pair_data(tiny_config)
-    a = _images(4, 4)
+    a = small_images(4, 4)
     a[1] = float("nan")  # a sample that blew up
-    samples = {"A": _result(a, [False, True, False, False]), "B": _result(_images(4, 5), [False] * 4)}
+    samples = {"A": _result(a, [False, True, False, False]), "B": _result(small_images(4, 5), [False] * 4)}
     results, evaluation = _results(tiny_config, data, samples)
     arrays = evaluation.arrays()
     assert results["diverged_A"] == 1 and results["diverged_B"] == 0
@@ -73,7 +55,7 @@ def test_diverged_samples_are_counted_and_leave_every_statistic_finite(tiny_conf
 def test_all_diverged_gives_none_not_nan(tiny_config):
     data = _pair_data(tiny_config)
     nan = torch.full((4, 1, 8, 8), float("nan"))
-    samples = {"A": _result(nan, [True] * 4), "B": _result(_images(4, 5), [False] * 4)}
+    samples = {"A": _result(nan, [True] * 4), "B": _result(small_images(4, 5), [False] * 4)}
     results, _ = _results(tiny_config, data, samples)
     assert results["ab_cosine_median"] is None and results["memorized_fraction"] is None
     assert _finite_or_none(results)
@@ -87,7 +69,7 @@ def _per_seed_columns(cfg, arrays: dict, measure: str) -> dict:
 
 def test_samples_pt_arrays_round_trip_through_the_typed_records(tiny_config):
     """Every array evaluate writes to samples.pt is read back into the same record (one key definition)."""
-    samples = {s: _result(_images(5, 40 + i), [False, False, True, False, False]) for i, s in enumerate("AB")}
+    samples = {s: _result(small_images(5, 40 + i), [False, False, True, False, False]) for i, s in enumerate("AB")}
     _, evaluation = _results(tiny_config, _pair_data(tiny_config), samples)
     arrays = evaluation.arrays()
     assert arrays["valid"].tolist() == [True, True, False, True, True]
@@ -118,7 +100,7 @@ def test_per_seed_columns_split_the_nearest_arrays_by_model(tiny_config):
 
 
 def test_optimal_reference_memorizes_its_training_set():
-    train, test = {"A": _images(3, 1)}, _images(3, 9)
+    train, test = {"A": small_images(3, 1)}, small_images(3, 9)
     curves = optimal_psnr_curves(train, test, [0.02, 0.5], images=3, seed=0, batch_size=2, device="cpu")["A"]
     # at small noise the memorizer returns the training image itself: far above the input PSNR
     assert curves["train"]["output_psnr"][0] > curves["train"]["input_psnr"][0] + 40
@@ -128,12 +110,12 @@ def test_optimal_reference_memorizes_its_training_set():
 
 
 def test_optimal_geometry_of_one_image_is_zero_and_compares_jacobians():
-    one = _images(1, 1).double()
+    one = small_images(1, 1).double()
     y = one[0] + 0.1 * torch.randn((1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     record = optimal_geometry(one, y, 0.1, torch.eye(64, dtype=torch.float64))
     assert record["trace"] == pytest.approx(0.0, abs=1e-9)  # one image: no posterior uncertainty
     assert record["relative_difference"] == pytest.approx(1.0)  # ‖I − 0‖ / ‖I‖: scaled by the model's J
-    two = _images(2, 1).double()
+    two = small_images(2, 1).double()
     y = two.mean(0)  # halfway: both images share the weight, Cov = ¼ (x₁ − x₂)(x₁ − x₂)ᵀ
     d = (two[0] - two[1]).reshape(-1)
     expected = torch.outer(d, d) / 4 / 0.5**2
@@ -190,7 +172,7 @@ def test_without_the_gaussian_reference_the_verdict_skips_that_check(tiny_config
     from dataclasses import replace
 
     cfg = replace(tiny_config, eval=replace(tiny_config.eval, gaussian_reference=False))
-    samples = {s: _result(_images(4, 10 + i), [False] * 4) for i, s in enumerate("AB")}
+    samples = {s: _result(small_images(4, 10 + i), [False] * 4) for i, s in enumerate("AB")}
     results, _ = _results(cfg, _pair_data(cfg), samples)
     assert "psnr_gaussian" not in results and results["gaussian_margin_db_min_A"] is None
     assert "psnr_gaussian_blind" not in results and results["intervals"]["A"]["blind_gaussian_band_mean_db"] is None
@@ -199,7 +181,7 @@ def test_without_the_gaussian_reference_the_verdict_skips_that_check(tiny_config
 
 
 def test_per_seed_columns_carry_the_cross_seed_control(tiny_config):
-    a, b = _images(3, 20), _images(3, 21)
+    a, b = small_images(3, 20), small_images(3, 21)
     arrays = {"valid": torch.tensor([True, True, True]), "ab_correlation": torch.zeros(3),
               "nearest_correlation": torch.zeros(6), "nearest_other_correlation": torch.zeros(6),
               "nearest_index_A_correlation": torch.zeros(3, dtype=torch.long),
@@ -218,7 +200,7 @@ def test_pair_figures_draw_the_controls(tiny_config, monkeypatch):
     save = figures.save
     monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or save(fig, path))
     data = _pair_data(tiny_config)
-    samples = {s: _result(_images(4, 30 + i), [False] * 4) for i, s in enumerate("AB")}
+    samples = {s: _result(small_images(4, 30 + i), [False] * 4) for i, s in enumerate("AB")}
     pair = expand_pairs(tiny_config)[0]
     results, evaluation = summarize(tiny_config, pair, data, samples, "cpu")
     pair.directory(tiny_config).mkdir(parents=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from helpers import small_images, stand_in_pair
 
 from gdm.cells import expand_pairs
-from gdm.evaluate import PairData, summarize
+from gdm.evaluate import summarize
 from gdm.io import dumps_strict
 from gdm.results import Layout, MeasureSummary, PairResults
 from gdm.sample import SampleResult
@@ -23,28 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "reference" / "tiny_results.json"  # numbers of two real results.json files
 
 
-class Shrink(nn.Module):
-    """f(y) = y / 2: a stand-in denoiser with a parameter, in eval mode."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(0.5))
-        self.eval()
-
-    def forward(self, y):
-        return self.scale * y
-
-
-def _images(n: int, seed: int) -> torch.Tensor:
-    return torch.rand((n, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture
 def record(tiny_config) -> PairResults:
     """A pair's record from `summarize` on hand-made samples, with every optional value present."""
-    data = PairData({"A": Shrink(), "B": Shrink()}, {"A": _images(5, 1), "B": _images(5, 2)}, _images(6, 3), None,
-                    "disks")
-    samples = {s: SampleResult(_images(4, 10 + i), torch.full((4,), 7), torch.tensor([False, True, False, False]),
+    data = stand_in_pair()
+    samples = {s: SampleResult(small_images(4, 10 + i), torch.full((4,), 7), torch.tensor([False, True, False, False]),
                                torch.full((4,), 0.01)) for i, s in enumerate("AB")}
     results, _ = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
     return replace(results, jacobian={"image0_sigma0.1": {"A": {"trace": 3.0}}},
