@@ -3,10 +3,10 @@
     python benchmarks/bench_plan.py [--rates-only] [--keep DIR]
 
 1. One CPU core's rates (torch.set_num_threads(1), as every local job runs with trainer.threads = 1 and
-   launch.*.cpus_per_task = 1): fp32 training FLOP/s of the quickstart's network (forward + backward +
-   Adam at batch 32, FLOPs counted by launch.plan.network_cost), fp64 `torch.linalg.eigh` FLOP/s
+   launch.*.cpus_per_task = 1): fp32 training FLOP/s of the BF-UNet at each width the plan states (forward +
+   backward + Adam, FLOPs counted by launch.plan.network_cost), fp64 `torch.linalg.eigh` FLOP/s
    (9 n³ FLOP) and the seconds a fresh job's interpreter spends importing torch, Lightning and gdm.
-   launch/plan.py's RATES["cpu"] states these figures; this prints them again beside the table's.
+   launch/plan.py's CPU_CORE_FP32_BY_CHANNELS and RATES["cpu"] state these figures; this prints them beside.
 2. `gdm run configs/quickstart.yaml root=TMP` end to end in a subprocess, timed, against the plan's
    `wall_hours` for the same config; the ratio measured / planned should lie in [0.67, 1.5].
 3. patches16's and transition16's wall times measured earlier (not in this run), beside the plan's estimates.
@@ -30,16 +30,19 @@ import torch
 
 from gdm.config import ModelConfig, load_config
 from gdm.models import build_model
-from launch.plan import RATES, make_plan, network_cost
+from launch.plan import CPU_CORE_FP32_BY_CHANNELS, RATES, make_plan, network_cost
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = (0.67, 1.5)  # measured / planned wall time
 # Wall times measured earlier on this VM, idle, two 1-thread jobs at a time (not in this run):
 RECORDED = {
     "patches16": {"measured_wall_s": 46 * 60 + 35,  # configs/patches16.yaml's header: 46 min 35 s
-                  "measured": "2026-11-25, `gdm run configs/patches16.yaml`, this 2-core VM, idle"},
+                  "measured": "2026-11-25, `gdm run configs/patches16.yaml`, this 2-core VM, idle, on a day it ran "
+                              "1.75× faster than 2026-12-06 (bench_train's 2-thread rate: 0.0563 TFLOP/s then, 0.032 "
+                              "now), with the 3-size grid and the verdict of that day; the plan prices today's rates"},
     "transition16": {"measured_wall_s": 9 * 60 + 6,  # README, A Gaussian control: 9 min 6 s
-                     "measured": "2026-11-24, `gdm run configs/transition16.yaml`, this 2-core VM"},
+                     "measured": "2026-11-24, `gdm run configs/transition16.yaml`, this 2-core VM, on the faster "
+                                 "days (see patches16)"},
 }
 IMPORTS = "import torch, lightning, gdm.training.fit, gdm.evaluate, launch.jobs"
 
@@ -85,12 +88,19 @@ def startup_seconds(rounds: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
+# The widths launch.plan.CPU_CORE_FP32_BY_CHANNELS states, each at an image size and batch a config trains it at
+# (quickstart: 16 channels, 32×32, batch 32; patches16: 32 channels, 16×16, batch 64; 64 channels, 32×32).
+WIDTHS = ((16, 32, 32), (32, 16, 64), (64, 32, 32))
+
+
 def core_rates() -> dict:
     torch.set_num_threads(1)
-    quickstart = ModelConfig(name="bf_unet", channels=16, blocks=2)
-    return {"fp32_train_tflops_per_s": training_flops_per_s(quickstart, 32, 32) / 1e12,
-            "fp64_eigh_tflops_per_s": eigh_flops_per_s() / 1e12, "startup_s": startup_seconds(),
-            "stated_in_plan": {"fp32_tflops_per_s": RATES["cpu"].flops["fp32"] / 1e12,
+    fp32 = {str(channels): training_flops_per_s(ModelConfig(name="bf_unet", channels=channels, blocks=2), size,
+                                                batch) / 1e12 for channels, size, batch in WIDTHS}
+    return {"fp32_train_tflops_per_s_by_channels": fp32, "fp64_eigh_tflops_per_s": eigh_flops_per_s() / 1e12,
+            "import_s": startup_seconds(),
+            "stated_in_plan": {"fp32_tflops_per_s_by_channels": {str(c): r / 1e12
+                                                                 for c, r in CPU_CORE_FP32_BY_CHANNELS},
                                "eigh_tflops_per_s": RATES["cpu"].flops["eigh"] / 1e12,
                                "startup_s": RATES["cpu"].startup_s}}
 

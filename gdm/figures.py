@@ -160,6 +160,35 @@ def lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: Path,
     return save(fig, path)
 
 
+def transition(x: Sequence[float], series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+               crossings: Mapping[str, tuple[float, float, float] | None], path: Path, *, title: str = "") -> Path:
+    """Statistics against n with their intervals (series: label → (estimate, low, high) per n, as error bars)
+    and transition points with theirs (crossings: label → (n*, low, high), a vertical line and a shaded band;
+    an open end (inf) runs to the plot's edge; None: not bracketed, named in the legend)."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    for label, (estimate, low, high) in series.items():
+        mid = _gaps(estimate)
+        below = [m - lo if lo is not None else 0.0 for m, lo in zip(mid, low, strict=True)]
+        above = [hi - m if hi is not None else 0.0 for m, hi in zip(mid, high, strict=True)]
+        ax.errorbar(x, mid, yerr=[below, above], fmt="o-", ms=4, capsize=3, label=label)
+    ax.set_xscale("log")
+    left, right = ax.get_xlim()
+    for (label, crossing), colour in zip(crossings.items(), ("tab:red", "tab:purple", "tab:green"), strict=False):
+        if crossing is None:
+            ax.plot([], [], " ", label=f"{label}: not bracketed by the grid")
+            continue
+        at, low, high = crossing
+        ax.axvspan(low if math.isfinite(low) else left, high if math.isfinite(high) else right, color=colour,
+                   alpha=0.15)
+        ax.axvline(at, color=colour, lw=1.2, label=f"{label} = {at:.3g} [{low:.3g}, {high:.3g}]")
+    ax.set_xlim(left, right)
+    ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("n (training images per split)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    return save(fig, path)
+
+
 def _gaps(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else v for v in values]  # matplotlib breaks the line at NaN
 

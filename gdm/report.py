@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gdm import figures, lifecycle
+from gdm.analysis import transition, uncertainty
 from gdm.cells import (
     EvalPair,
     Files,
@@ -66,10 +68,12 @@ def make_report(cfg: ExperimentConfig, ownership: lifecycle.Ownership = lifecycl
 def _write_report(cfg: ExperimentConfig, pairs: list[EvalPair], inputs: dict, out: Path) -> None:
     results = [PairResults.from_json(read_json(p.directory(cfg) / Files.RESULTS)) for p in pairs]
     atomic_write_text(out / "summary.csv", summary_csv(results))
-    atomic_write_text(out / "summary.md", markdown_table(results) + warnings_section(results))
+    transitions = {}
     for dataset in sorted({p.dataset for p in pairs}):
         mine = [(p, r) for p, r in zip(pairs, results, strict=False) if p.dataset == dataset]
-        _dataset_figures(cfg, dataset, mine, out)
+        transitions[dataset] = _dataset_figures(cfg, dataset, mine, out)
+    atomic_write_text(out / "summary.md", markdown_table(results) + transition_section(transitions)
+                      + warnings_section(results))
     if cfg.wandb.mode != "disabled":
         from gdm import wandb_log
 
@@ -238,9 +242,11 @@ def _f(value, digits: int = 3) -> str:
 # --- figures per dataset ----------------------------------------------------------------------
 
 
-def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalPair, PairResults]], out: Path) -> None:
+def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalPair, PairResults]],
+                     out: Path) -> dict | None:
+    """The dataset's figures; returns its transition points (None below two evaluated sizes)."""
     if not mine:
-        return
+        return None
     _similarity_figures(dataset, mine, out)
     arrays = {p.n: torch.load(p.directory(cfg) / Files.SAMPLES, weights_only=True) for p, _ in mine}
     _histogram_figure(cfg.eval.similarity, dataset, arrays, out)
@@ -252,6 +258,57 @@ def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalP
     _controls_figure(dataset, mine, out)
     _realism_figure(dataset, arrays, out)
     _grid(cfg, dataset, mine, arrays, out)
+    return _transition(cfg, dataset, arrays, out)
+
+
+def _seed_flags(cfg: ExperimentConfig, samples: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pair's valid samples in the headline measure: memorized flags (both models pooled), and per seed its
+    A–B agreement and its two samples' mean nearest-training similarity (paired by seed)."""
+    m = cfg.eval.similarity
+    nearest = samples[Agreement.key("nearest", m)].double().numpy()
+    agreement = samples[Agreement.key("ab", m)].double().numpy()
+    per_seed = nearest.reshape(len(SPLITS), -1).mean(0) if len(agreement) else nearest
+    return nearest > cfg.eval.memorization_threshold, agreement, per_seed
+
+
+def _transition(cfg: ExperimentConfig, dataset: str, arrays: dict, out: Path) -> dict | None:
+    """The transition point: n* where the memorized fraction crosses 1/2 (logistic fit over log n) and the n
+    where A–B agreement first exceeds the nearest-training similarity, each with its bootstrap interval
+    (gdm.analysis.transition); <dataset>_transition.json and .png. Pairs without a valid sample are left out."""
+    ns, flags = zip(*[(n, _seed_flags(cfg, arrays[n])) for n in sorted(arrays)], strict=True) if arrays else ((), ())
+    kept = [(n, f) for n, f in zip(ns, flags, strict=True) if len(f[1])]
+    if len(kept) < 2:
+        return None
+    rng = np.random.default_rng(cfg.eval.seed)
+    grid = [n for n, _ in kept]
+    memorized = transition.memorization_transition(grid, [f[0] for _, f in kept], rng)
+    agreement = transition.agreement_transition(grid, [f[1] for _, f in kept], [f[2] for _, f in kept], rng)
+    found = {"n": grid, "memorization_n_star": _js(memorized), "agreement_n_star": _js(agreement)}
+    atomic_write_json(out / f"{dataset}_transition.json", found)
+    fractions = [uncertainty.bootstrap(f[0].astype(np.float64), uncertainty.mean, rng) for _, f in kept]
+    series = {"memorized fraction (95 % interval)": tuple(
+        [getattr(i, end) for i in fractions] for end in ("estimate", "low", "high"))}
+    crossings = {label: None if i is None else (i.estimate, i.low, i.high)
+                 for label, i in (("n* (memorized = 1/2)", memorized), ("n (agreement > nearest)", agreement))}
+    figures.transition(grid, series, crossings, out / f"{dataset}_transition.png", title=f"{dataset}: transition")
+    return found
+
+
+def transition_section(transitions: dict[str, dict | None]) -> str:
+    """summary.md's transition points per dataset, with their 95 % intervals ("not bracketed": the grid's sizes
+    do not include a crossing; `gdm run` with more sizes between the last memorizing and first generalizing n)."""
+    lines = []
+    for dataset, found in sorted(transitions.items()):
+        if found is None:
+            continue
+        for label, key in (("n* (memorized fraction = 1/2)", "memorization_n_star"),
+                           ("n where A–B agreement exceeds nearest", "agreement_n_star")):
+            lines.append(f"- {dataset}, {label}: {_ci(found[key], 0) or 'not bracketed by the grid'}")
+    return "\n## Transition (95 % intervals)\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _js(interval) -> dict | None:
+    return None if interval is None else interval.to_json()
 
 
 def _similarity_figures(dataset: str, mine, out: Path) -> None:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gdm import lifecycle
+from gdm.analysis.blind_gaussian import QUADRATURE_NODES
 from gdm.cells import Cell, EvalPair, data_dir, expand_cells, expand_pairs
 from gdm.config import ExperimentConfig, ModelConfig, ResourcesConfig, largest_n, train_memory_gb, trains_on_gpu
 from gdm.data.manifest import MANIFEST
@@ -47,19 +49,34 @@ GPU_EIGH_EFFICIENCY = 0.05
 # GPU_COMPILE_S to a training job.
 GPU_STARTUP_S, GPU_COMPILE_S = 60.0, 60.0
 
-# One core of the 2-core AMD EPYC VM this project is developed on (every local job runs 1 thread):
-# fp32: benchmarks/results/bench_train.json, `python benchmarks/bench_train.py` (2026-11-25, idle): the 32×32
-#   2-block UNet (the quickstart's) under Lightning at 2 threads, 0.0563 TFLOP/s; per core half of it. Small
-#   networks use one thread better than two: patches16's cells (12–14 min measured) imply ≈ 0.044 per 1-thread
-#   job, so compute-bound CPU cells are priced high by up to 1.5×. bf16-mixed on a CPU without AMX is not faster
-#   than fp32: the same figure; fp64 matrix work: half of it (half the lanes per FMA).
-# eigh: `python benchmarks/bench_plan.py --rates-only` (1 thread, fp64, n = 768, 9 n³ FLOP): 0.0126 TFLOP/s,
-#   measured under a load average of 4.5 on the 2 cores (2026-12-06), so a floor.
-# start-up: stated, an estimate of a job's fixed time (a fresh interpreter importing torch, Lightning and gdm,
-#   data load, Trainer, checkpoints, model.pt, offline W&B); bench_plan's quickstart checks the sum.
-CPU_CORE_FP32 = 0.0563e12 / 2
-CPU_CORE_EIGH = 0.0126e12
-CPU_STARTUP_S = 10.0
+# One core of the 2-core AMD EPYC VM this project is developed on (every local job runs 1 thread), measured by
+# `python benchmarks/bench_plan.py --rates-only` (2026-12-06, idle; benchmarks/results/bench_plan.json):
+# fp32: training FLOP/s (forward + backward + Adam, FLOPs as network_cost counts them) of the 2-block BF-UNet at
+#   1 thread by its base width: narrow convolutions vectorise worse, so the rate grows with `model.channels`
+#   (log-interpolated between the widths measured, held at the ends). The same VM ran 1.75× faster on
+#   2026-11-25 (bench_train's 2-thread rate of the 16-channel net: 0.0563 TFLOP/s then, 0.032 now): a plan made
+#   with these rates on a faster day overestimates. bf16-mixed on a CPU without AMX is not faster than fp32: the
+#   same figure; fp64 matrix work: half of it (half the lanes per FMA).
+# eigh: 1 thread, fp64, n = 768, 9 n³ FLOP.
+# start-up: a local job's fixed time beside its counted work, from the quickstart's job timeline (status.json's
+#   start − submission.json's submit: 5–8 s for a fresh interpreter importing torch, Lightning and gdm; DONE's
+#   finish − start less the counted work: 7–8 s for the data load, Trainer, checkpoints, model.pt and offline W&B).
+CPU_CORE_FP32_BY_CHANNELS = ((16, 0.0194e12), (32, 0.0250e12), (64, 0.0292e12))
+CPU_CORE_EIGH = 0.0195e12
+CPU_STARTUP_S = 15.0
+
+
+def cpu_core_fp32(channels: int) -> float:
+    """fp32 FLOP/s of one core for a network of base width `channels` (CPU_CORE_FP32_BY_CHANNELS)."""
+    widths, rates = zip(*CPU_CORE_FP32_BY_CHANNELS, strict=True)
+    return float(math.exp(np.interp(math.log(channels), np.log(widths), np.log(rates))))
+
+
+def cpu_rate(model: ModelConfig) -> DeviceRate:
+    """One CPU core's rates for `model`: network work at its width's fp32 rate, eigh at CPU_CORE_EIGH."""
+    fp32 = cpu_core_fp32(model.channels)
+    return DeviceRate("CPU core", {"bf16": fp32, "tf32": fp32, "fp32": fp32, "fp64": fp32 / 2, "eigh": CPU_CORE_EIGH},
+                      CPU_STARTUP_S)
 
 
 # Data-sheet peaks, FLOP/s, dense (no sparsity): H100 SXM 989 T bf16, 495 T TF32, 67 T fp32 without tensor cores,
@@ -79,8 +96,7 @@ def _gpu(kind: str) -> DeviceRate:
 
 
 RATES: dict[str, DeviceRate] = {
-    "cpu": DeviceRate("CPU core", {"bf16": CPU_CORE_FP32, "tf32": CPU_CORE_FP32, "fp32": CPU_CORE_FP32,
-                                   "fp64": CPU_CORE_FP32 / 2, "eigh": CPU_CORE_EIGH}, CPU_STARTUP_S),
+    "cpu": cpu_rate(ModelConfig(channels=32)),  # host work (eigh) and a mid-width network; jobs use cpu_rate(model)
     **{kind: _gpu(kind) for kind in PEAKS},
 }
 DEFAULT_GPU = "h100"  # priced when a GPU job's partition and constraint name none of RATES' GPUs
@@ -122,7 +138,7 @@ def train_device(cfg: ExperimentConfig) -> Device:
     cores = cfg.launch.train.cpus_per_task
     if trains_on_gpu(cfg):
         return Device(RATES[resources_gpu(cfg.launch.train)], t.devices * t.num_nodes, cores)
-    return Device(RATES["cpu"], t.threads * t.devices * t.num_nodes, cores)
+    return Device(cpu_rate(cfg.model), t.threads * t.devices * t.num_nodes, cores)
 
 
 def eval_device(cfg: ExperimentConfig) -> Device:
@@ -130,7 +146,7 @@ def eval_device(cfg: ExperimentConfig) -> Device:
     r = cfg.launch.eval
     if r.gpus_per_node > 0:
         return Device(RATES[resources_gpu(r)], 1, r.cpus_per_task)
-    return Device(RATES["cpu"], r.cpus_per_task, r.cpus_per_task)
+    return Device(cpu_rate(cfg.model), r.cpus_per_task, r.cpus_per_task)
 
 
 # --- what a run computes ---------------------------------------------------------------------------
@@ -215,8 +231,13 @@ def eval_work(cfg: ExperimentConfig, dataset: str, n: int, cost: NetworkCost) ->
             Work("nearest neighbours", nearest_flops(cfg, dataset, n), "fp32")]
     if e.optimal_reference:  # logits 2nD and the weighted mean 2nD per noisy image (gdm.analysis.optimal), fp64
         work.append(Work("optimal denoiser", curves * 4.0 * n * pixels, "fp64"))
-    if e.gaussian_reference:  # XᵀX over the pool, its eigh, then project and reconstruct (2 × 2D²) per image
+    if n >= 2:  # the L2 ratio's search: every valid sample against its own training set (gdm.analysis.memorization)
+        work.append(Work("L2 ratio", 2.0 * 2 * e.num_samples * n * pixels, "fp32"))
+    if e.gaussian_reference:  # XᵀX over the pool, its eigh, then project and reconstruct (2 × 2D²) per image for the
+        # Wiener filter and again for the blind reference, whose posterior over σ adds 3 FLOP per node and pixel
+        blind = curves * (4.0 * pixels**2 + 3.0 * QUADRATURE_NODES * pixels)
         work += [Work("Gaussian reference", 2.0 * d.pool_size * pixels**2 + curves * 4.0 * pixels**2, "fp64"),
+                 Work("blind Gaussian reference", blind, "fp64"),
                  Work("Gaussian eigh", eigh_flops(pixels), "eigh")]
     if e.jacobian.enabled:
         work += jacobian_work(cfg, dataset, cost)
@@ -255,7 +276,7 @@ def piece_seconds(work: Work, device: Device) -> float:
 
 def train_startup_s(cfg: ExperimentConfig, device: Device) -> float:
     """A training job's start-up: the device's, and torch.compile's on a GPU (trainer.compile)."""
-    return device.rate.startup_s + (GPU_COMPILE_S if cfg.trainer.compile and device.rate is not RATES["cpu"] else 0)
+    return device.rate.startup_s + (GPU_COMPILE_S if cfg.trainer.compile and trains_on_gpu(cfg) else 0)
 
 
 def work_hours(work: list[Work], device: Device, startup_s: float) -> dict[str, float]:

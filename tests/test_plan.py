@@ -17,6 +17,8 @@ from launch.plan import (
     GPU_MFU,
     PEAKS,
     RATES,
+    cpu_core_fp32,
+    cpu_rate,
     eigh_flops,
     format_plan,
     make_plan,
@@ -50,7 +52,7 @@ def test_plan_counts_done_and_todo_and_prices_them(tiny_overrides):
     assert plan.cells_done == [first] and len(plan.cells_todo) == 3 and len(plan.pairs_todo) == 2
     cost, cell = plan.cost["disks"], plan.train_breakdown["disks"]
     # on the CPU each 32-true step runs at one core's rate × trainer.threads; the start-up holds both cores
-    steps = cost.train_flops * cfg.trainer.batch_size * cfg.trainer.max_steps / (2 * RATES["cpu"].flops["tf32"])
+    steps = cost.train_flops * cfg.trainer.batch_size * cfg.trainer.max_steps / (2 * cpu_rate(cfg.model).flops["tf32"])
     assert cell["training steps"] == pytest.approx(2 * steps / 3600)
     assert cell["start-up"] == pytest.approx(2 * CPU_STARTUP_S / 3600)
     assert plan.train_hours_per_cell["disks"] == pytest.approx(sum(cell.values()))
@@ -80,8 +82,8 @@ def test_evaluation_prices_each_piece_at_its_precision_and_place(tiny_overrides)
     lean = make_plan(load_config(None, [*tiny_overrides, *gpu, "eval.jacobian.enabled=false",
                                         "eval.optimal_reference=false", "eval.gaussian_reference=false"]))
     lean_pair = lean.eval_breakdown[lean.pairs_todo[0].pair_id]
-    assert set(pair) - set(lean_pair) == {"optimal denoiser", "Gaussian reference", "Gaussian eigh",
-                                          "Jacobian rows", "Jacobian eigh"}
+    assert set(pair) - set(lean_pair) == {"optimal denoiser", "Gaussian reference", "blind Gaussian reference",
+                                          "Gaussian eigh", "Jacobian rows", "Jacobian eigh"}
     assert lean_pair["sampling"] == pair["sampling"]
 
 
@@ -92,7 +94,7 @@ def test_nearest_neighbours_grow_with_the_training_set(tiny_overrides):
     # 3 measures (cosine, correlation; the headline is one of them: 2) × 2 FLOP × pixels × (2·2·K·n + 2·T·n + K²)
     pixels, k, t = 16 * 16, cfg.eval.num_samples, 8
     flops = [2 * 2.0 * pixels * (2 * (2 * k * n + t * n) + k * k) for n in (1, 8)]
-    rate = RATES["cpu"].flops["fp32"] * 3600
+    rate = cpu_rate(cfg.model).flops["fp32"] * 3600
     assert (small["nearest neighbours"], large["nearest neighbours"]) == pytest.approx([f / rate for f in flops])
 
 
@@ -135,3 +137,16 @@ def test_celeba80_header_and_readme_quote_the_plan(tmp_path):
     assert all(figure in header for figure in quoted), (quoted, header)
     (row,) = [line for line in Path("docs/RESULTS.md").read_text().splitlines() if line.startswith("| `celeba80.yaml`")]
     assert f"{cell} device-hours per cell" in row and f"total {total} device-hours" in row and wall in row
+
+
+def test_a_cpu_core_runs_a_narrow_network_slower_than_a_wide_one():
+    """The measured widths give their rates; between them the rate is log-interpolated, beyond them held."""
+    from launch.plan import CPU_CORE_FP32_BY_CHANNELS
+
+    for channels, rate in CPU_CORE_FP32_BY_CHANNELS:
+        assert cpu_core_fp32(channels) == pytest.approx(rate)
+    (narrow, slow), (wide, fast) = CPU_CORE_FP32_BY_CHANNELS[0], CPU_CORE_FP32_BY_CHANNELS[1]
+    between = cpu_core_fp32(round((narrow * wide) ** 0.5))
+    assert slow < between < fast
+    assert cpu_core_fp32(4) == pytest.approx(slow)
+    assert cpu_core_fp32(512) == pytest.approx(CPU_CORE_FP32_BY_CHANNELS[-1][1])

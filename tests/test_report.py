@@ -260,3 +260,32 @@ def test_report_of_runs_without_controls_skips_their_figures(tiny_config):
     write_fake_run(tiny_config, full_results)
     report = make_report(tiny_config)
     assert not (report / "disks_controls_vs_n.png").exists() and not (report / "disks_realism_vs_n.png").exists()
+
+
+def _seed_arrays(measure: str, nearest: list[float], agreement: list[float]) -> dict:
+    """samples.pt's headline arrays for K valid seeds: nearest (A's K then B's K) and A–B agreement."""
+    return {f"nearest_{measure}": torch.tensor(nearest, dtype=torch.float64),
+            f"ab_{measure}": torch.tensor(agreement, dtype=torch.float64)}
+
+
+def test_transition_points_lie_between_the_last_memorizing_and_first_generalizing_n(tiny_config, tmp_path):
+    """Copies at n = 1 and 10 (nearest 0.99, agreement 0.5), new samples from n = 100 on (nearest 0.6,
+    agreement 0.8): both transition points fall in (10, 100) with intervals inside the grid; one size alone
+    has none."""
+    from gdm.report import _transition, transition_section
+
+    m, k = tiny_config.eval.similarity, 16
+    copying = _seed_arrays(m, [0.99] * 2 * k, [0.5] * k)
+    new = _seed_arrays(m, [0.6] * 2 * k, [0.8] * k)
+    arrays = {1: copying, 10: copying, 100: new, 1000: new}
+    found = _transition(tiny_config, "disks", arrays, tmp_path)
+    for key in ("memorization_n_star", "agreement_n_star"):
+        assert 10 < found[key]["estimate"] < 100 and 1 <= found[key]["low"] <= found[key]["high"] <= 1000, found
+    assert json.loads((tmp_path / "disks_transition.json").read_text()) == found
+    assert (tmp_path / "disks_transition.png").stat().st_size > 0
+    section = transition_section({"disks": found})
+    assert "n* (memorized fraction = 1/2)" in section and "[" in section
+    assert _transition(tiny_config, "disks", {100: new}, tmp_path) is None
+    never = {n: copying for n in (1, 10, 100)}
+    assert transition_section({"disks": _transition(tiny_config, "disks", never, tmp_path)}).count(
+        "not bracketed by the grid") == 2  # always memorizing: no crossing inside the grid
