@@ -30,7 +30,7 @@ OVERRIDES_HELP = ("more YAML files merged over the first (a cluster profile: lau
 
 
 # Commands that show progress bars: only they take --no-progress.
-_PROGRESS = ("run", "train", "eval", "prepare")
+_PROGRESS = ("run", "refine", "train", "eval", "prepare")
 
 
 def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = {
         "run": "run the whole grid: prepare data, train every cell not done, evaluate each pair as soon as both "
                "of its cells are done, then write the report. Idempotent: a second run skips what is done.",
+        "refine": "run the grid, then add training-set sizes between the largest n that memorizes and the smallest "
+                  "larger n that does not (their geometric midpoint) and run again, until the transition n* is "
+                  "bracketed within --resolution; done cells are reused. Prints the refined n_train",
         "train": "train one cell in this process (resumes from its last.ckpt); what a SLURM array task runs",
         "eval": "evaluate one (dataset, n) pair in this process; both of its cells must be done",
         "status": "print the state, job id, step and last error of every cell and eval pair",
@@ -89,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
             command.add_argument("--verbose", action="store_true",
                                  help="with --dry-run: print the resolved config (YAML) before the plan")
+        if name == "refine":
+            command.add_argument("--resolution", type=float, default=2.0,
+                                 help="stop when n_high / n_low of every bracket is at most this (default 2)")
+            command.add_argument("--max-rounds", type=int, default=4,
+                                 help="run the grid at most this many times (default 4)")
         if name == "sync":
             command.add_argument("--dry-run", action="store_true", help="list the runs that would be synced")
         if name == "status":
@@ -137,9 +145,9 @@ def _is_yaml(word: str) -> bool:
 
 
 # Commands that read the data source itself; the others need only the run folder (and work without the data).
-_READ_SOURCE = ("run", "prepare")
+_READ_SOURCE = ("run", "refine", "prepare")
 # Commands that write the run folder: they first rename folders of an older naming (gdm.migrate).
-_MIGRATE = ("run", "train", "eval", "status", "report")
+_MIGRATE = ("run", "refine", "train", "eval", "status", "report")
 
 
 def _adopt_older_folders(cfg: ExperimentConfig, command: str) -> None:
@@ -183,6 +191,18 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     report_dir = cfg.run_dir / "report"
     print(_format_summary(summary, cfg, report_dir))
     return 1 if summary.get("failed") else 0
+
+
+def _refine(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from launch.grid import run_grid
+    from launch.refine import refine
+
+    final, brackets = refine(cfg, lambda c: run_grid(c, progress=args.progress), resolution=args.resolution,
+                             max_rounds=args.max_rounds)
+    print(f"gdm refine {cfg.name}: n_train is now {final.n_train} (put it in the config to keep it)")
+    print("\n".join(b.describe() for b in brackets))
+    print(f"report: {final.run_dir / 'report'}")
+    return 0
 
 
 def _format_summary(summary: dict, cfg: ExperimentConfig, report_dir) -> str:
@@ -329,7 +349,7 @@ def _sync(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[ExperimentConfig, argparse.Namespace], int]] = {
-    "run": _run, "train": _train, "eval": _eval, "status": _status,
+    "run": _run, "refine": _refine, "train": _train, "eval": _eval, "status": _status,
     "report": _report, "prepare": _prepare, "cells": _cells, "sync": _sync, "cancel": _cancel,
 }
 
