@@ -3,10 +3,11 @@ the settings each id stands for, and every path and file name under runs/<experi
 
 A cell's folder is runs/<experiment>/<dataset>/n<n>-<split>-<hash>/, where the hash covers exactly the
 settings that change its trained weights (the dataset, model and trainer sections, less pure
-logging/speed knobs). A pair's folder is runs/<experiment>/<dataset>/n<n>-eval-<hash>/, where the hash
-covers its two cells' hashes and the eval and sampler settings that change its numbers. So a changed
-setting gives a new folder and an older result can never stand for the current settings; two configs
-differing only in evaluation share their trained cells; a requeued job finds its own folder again.
+logging/speed knobs). A pair's folder is runs/<experiment>/<dataset>/n<n>-eval-<hash>/ (n<n>-eval-step<S>-<hash>/
+for the models kept at step S), where the hash covers its two cells' hashes and the eval and sampler settings
+that change its numbers. So a changed setting gives a new folder and an older result can never stand for the
+current settings; two configs differing only in evaluation share their trained cells; a requeued job finds its
+own folder again.
 Each folder holds `settings.json`, the settings its hash stands for (see `gdm.lifecycle`).
 
 Identity that survives data moves and upgrades (docs/CONTRACTS.md, "Identity"):
@@ -101,16 +102,24 @@ class Cell:
 
 @dataclass(frozen=True)
 class EvalPair:
-    """The two models (A and B) of one (dataset, n), evaluated together under one eval setting."""
+    """The two models (A and B) of one (dataset, n), evaluated together under one eval setting: their final
+    models, or (step) the models they kept after that many steps (trainer.keep_models_at)."""
 
     dataset: str
     n: int
     cells: tuple[Cell, ...]
     settings_hash: str
+    step: int | None = None  # None: the final models (model.pt)
 
     @property
     def pair_id(self) -> str:
-        return f"{self.dataset}/n{self.n:06d}-eval-{self.settings_hash}"
+        at = "" if self.step is None else f"-step{self.step:07d}"
+        return f"{self.dataset}/n{self.n:06d}-eval{at}-{self.settings_hash}"
+
+    @property
+    def model_file(self) -> str:
+        """The file of each cell that this pair evaluates."""
+        return Files.MODEL if self.step is None else Files.model_at(self.step)
 
     @property
     def item_id(self) -> str:
@@ -156,17 +165,19 @@ def settings_hash(cfg: ExperimentConfig, dataset: str) -> str:
     return stable_hash(cell_settings(cfg, dataset), 8)
 
 
-def pair_settings(cfg: ExperimentConfig, cells: tuple[Cell, ...]) -> dict:
-    """What determines a pair's numbers: its cells (by hash), the sampler, eval less neutral keys."""
+def pair_settings(cfg: ExperimentConfig, cells: tuple[Cell, ...], step: int | None = None) -> dict:
+    """What determines a pair's numbers: its cells (by hash), the sampler, eval less neutral keys, and the
+    training step of the models it evaluates when they are kept ones (absent for the final models)."""
+    at = {} if step is None else {"step": step}
     return {"cells": {c.split: c.settings_hash for c in cells}, "eval": identity("eval", cfg.eval),
-            "sampler": identity("sampler", cfg.sampler)}
+            "sampler": identity("sampler", cfg.sampler), **at}
 
 
 def item_settings(cfg: ExperimentConfig, item: Item) -> dict:
     """The settings an item's hash stands for (written as its settings.json)."""
     if isinstance(item, Cell):
         return cell_settings(cfg, item.dataset)
-    return pair_settings(cfg, item.cells)
+    return pair_settings(cfg, item.cells, item.step)
 
 
 def expand_cells(cfg: ExperimentConfig) -> list[Cell]:
@@ -179,13 +190,17 @@ def expand_cells(cfg: ExperimentConfig) -> list[Cell]:
 
 
 def expand_pairs(cfg: ExperimentConfig) -> list[EvalPair]:
-    """Every (dataset, n) pair with its cells; a pair needs all of them done before evaluation."""
+    """Every (dataset, n) pair with its cells (their final models), then the same pairs at each kept step before
+    the last (trainer.keep_models_at: the training-time axis); a pair needs its cells done before evaluation.
+    The kept steps' pairs come last, so the final pairs keep their array indices."""
     cells = expand_cells(cfg)
     keys = dict.fromkeys((c.dataset, c.n) for c in cells)
+    steps = [None, *(s for s in cfg.trainer.keep_models_at if s < cfg.trainer.max_steps)]
     pairs = []
-    for dataset, n in keys:
-        mine = tuple(c for c in cells if (c.dataset, c.n) == (dataset, n))
-        pairs.append(EvalPair(dataset, n, mine, stable_hash(pair_settings(cfg, mine), 8)))
+    for step in steps:
+        for dataset, n in keys:
+            mine = tuple(c for c in cells if (c.dataset, c.n) == (dataset, n))
+            pairs.append(EvalPair(dataset, n, mine, stable_hash(pair_settings(cfg, mine, step), 8), step))
     return pairs
 
 

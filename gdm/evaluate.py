@@ -83,7 +83,7 @@ def check_cells_unchanged(cfg: ExperimentConfig, pair: EvalPair) -> None:
         if not lifecycle.is_done(directory):
             raise lifecycle.IntegrityError(f"cell {cell.cell_id} was deleted or reopened while pair {pair.pair_id} "
                                            "was evaluated; the next `gdm run` trains it again and re-evaluates")
-        lifecycle.verify(directory, Files.MODEL)
+        lifecycle.verify(directory, pair.model_file)
 
 
 def load_pair(cfg: ExperimentConfig, pair: EvalPair, device: Device) -> PairData:
@@ -91,7 +91,8 @@ def load_pair(cfg: ExperimentConfig, pair: EvalPair, device: Device) -> PairData
     from gdm.training.model_file import load_denoiser
 
     folder = data_dir(cfg, pair.dataset)
-    denoisers = {c.split: load_denoiser(lifecycle.verify(c.directory(cfg), Files.MODEL), device) for c in pair.cells}
+    denoisers = {c.split: load_denoiser(lifecycle.verify(c.directory(cfg), pair.model_file), device)
+                 for c in pair.cells}
     train = {c.split: load_split(folder, c.split, pair.n) for c in pair.cells}
     test = load_split(folder, "test")
     return PairData(denoisers, train, test, folder, cfg.datasets[pair.dataset].family)
@@ -122,7 +123,8 @@ def summarize(
     headline, threshold = agreements[cfg.eval.similarity].pooled(), cfg.eval.memorization_threshold
     fields, per_image = _psnr_fields(cfg, data, device)
     results = PairResults(
-        pair=pair.pair_id, dataset=pair.dataset, n=pair.n, num_samples=int(ok.numel()), num_valid=int(ok.sum()),
+        pair=pair.pair_id, dataset=pair.dataset, n=pair.n, step=pair.step, num_samples=int(ok.numel()),
+        num_valid=int(ok.sum()),
         headline_similarity=cfg.eval.similarity, diverged={s: int(samples[s].diverged.sum()) for s in splits},
         median_steps={s: float(samples[s].steps.float().median()) for s in splits},
         agreement={m: record.summary() for m, record in agreements.items()},

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gdm.io import atomic_write_bytes  # noqa: E402
@@ -186,6 +187,28 @@ def transition(x: Sequence[float], series: Mapping[str, tuple[Sequence[float], S
     ax.set_xlabel("n (training images per split)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6)
+    return save(fig, path)
+
+
+def planes(x: Sequence[float], y: Sequence[float], panels: Mapping[str, Sequence[Sequence[float | None]]],
+           path: Path, *, title: str = "", xlabel: str = "n (training images per split)",
+           ylabel: str = "training steps") -> Path:
+    """One heat map per panel over the grid x × y (values[row = y][column = x]; None: not evaluated), each cell
+    labelled with its value: e.g. the memorized fraction over n and training time."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (label, values) in zip(axes[0], panels.items(), strict=True):
+        grid = np.array([_gaps(row) for row in values], dtype=float)
+        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(x)), [f"{v:g}" for v in x], fontsize=7)
+        ax.set_yticks(range(len(y)), [f"{v:g}" for v in y], fontsize=7)
+        for (row, column), value in np.ndenumerate(grid):
+            if math.isfinite(value):
+                ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(label, fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title, fontsize=9)
     return save(fig, path)
 
 

@@ -66,7 +66,10 @@ def make_report(cfg: ExperimentConfig, ownership: lifecycle.Ownership = lifecycl
 
 
 def _write_report(cfg: ExperimentConfig, pairs: list[EvalPair], inputs: dict, out: Path) -> None:
-    results = [PairResults.from_json(read_json(p.directory(cfg) / Files.RESULTS)) for p in pairs]
+    everything = [PairResults.from_json(read_json(p.directory(cfg) / Files.RESULTS)) for p in pairs]
+    _training_time_figures(cfg, pairs, everything, out)
+    final = [i for i, p in enumerate(pairs) if p.step is None]  # below: the final models' pairs only
+    pairs, results = [pairs[i] for i in final], [everything[i] for i in final]
     atomic_write_text(out / "summary.csv", summary_csv(results))
     transitions = {}
     for dataset in sorted({p.dataset for p in pairs}):
@@ -259,6 +262,26 @@ def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalP
     _realism_figure(dataset, arrays, out)
     _grid(cfg, dataset, mine, arrays, out)
     return _transition(cfg, dataset, arrays, out)
+
+
+def _training_time_figures(cfg: ExperimentConfig, pairs: list[EvalPair], results: list[PairResults],
+                           out: Path) -> None:
+    """The (n, training steps) plane per dataset, when models were kept (trainer.keep_models_at): memorized
+    fraction and A–B agreement − nearest-training similarity (headline measure) of each pair evaluated at each
+    kept step and at the end (max_steps). <dataset>_training_time.png."""
+    for dataset in sorted({p.dataset for p in pairs if p.step is not None}):
+        mine = [(p, r) for p, r in zip(pairs, results, strict=True) if p.dataset == dataset]
+        ns = sorted({p.n for p, _ in mine})
+        steps = sorted({p.step or cfg.trainer.max_steps for p, _ in mine})
+        planes = {"memorized fraction": [[None] * len(ns) for _ in steps],
+                  "A–B − nearest (median)": [[None] * len(ns) for _ in steps]}
+        for p, r in mine:
+            row, column, h = steps.index(p.step or cfg.trainer.max_steps), ns.index(p.n), r.headline()
+            planes["memorized fraction"][row][column] = r.memorized_fraction
+            if h.ab_median is not None and h.nearest_median is not None:
+                planes["A–B − nearest (median)"][row][column] = h.ab_median - h.nearest_median
+        figures.planes(ns, steps, planes, out / f"{dataset}_training_time.png",
+                       title=f"{dataset}: memorization across n and training time")
 
 
 def _seed_flags(cfg: ExperimentConfig, samples: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ def memorized_by_n(cfg: ExperimentConfig, dataset: str) -> dict[int, float]:
     """n → memorized fraction of the done pairs of `dataset` (pairs with no valid sample left out)."""
     found = {}
     for pair in expand_pairs(cfg):
-        if pair.dataset == dataset and lifecycle.is_done(pair.directory(cfg)):
+        if pair.dataset == dataset and pair.step is None and lifecycle.is_done(pair.directory(cfg)):
             results = PairResults.from_json(read_json(lifecycle.verify(pair.directory(cfg), Files.RESULTS)))
             if results.memorized_fraction is not None:
                 found[pair.n] = results.memorized_fraction
