@@ -168,7 +168,7 @@ def settings_hash(cfg: ExperimentConfig, dataset: str) -> str:
 def pair_settings(cfg: ExperimentConfig, cells: tuple[Cell, ...], step: int | None = None) -> dict:
     """What determines a pair's numbers: its cells (by hash), the sampler, eval less neutral keys, and the
     training step of the models it evaluates when they are kept ones (absent for the final models)."""
-    at = {} if step is None else {"step": step}
+    at = {} if step is None else {"models_at_step": step}
     return {"cells": {c.split: c.settings_hash for c in cells}, "eval": identity("eval", cfg.eval),
             "sampler": identity("sampler", cfg.sampler), **at}
 

@@ -123,7 +123,7 @@ def summarize(
     headline, threshold = agreements[cfg.eval.similarity].pooled(), cfg.eval.memorization_threshold
     fields, per_image = _psnr_fields(cfg, data, device)
     results = PairResults(
-        pair=pair.pair_id, dataset=pair.dataset, n=pair.n, step=pair.step, num_samples=int(ok.numel()),
+        pair=pair.pair_id, dataset=pair.dataset, n=pair.n, kept_step=pair.step, num_samples=int(ok.numel()),
         num_valid=int(ok.sum()),
         headline_similarity=cfg.eval.similarity, diverged={s: int(samples[s].diverged.sum()) for s in splits},
         median_steps={s: float(samples[s].steps.float().median()) for s in splits},

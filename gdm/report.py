@@ -306,7 +306,7 @@ def _transition(cfg: ExperimentConfig, dataset: str, arrays: dict, out: Path) ->
     grid = [n for n, _ in kept]
     memorized = transition.memorization_transition(grid, [f[0] for _, f in kept], rng)
     agreement = transition.agreement_transition(grid, [f[1] for _, f in kept], [f[2] for _, f in kept], rng)
-    found = {"n": grid, "memorization_n_star": _js(memorized), "agreement_n_star": _js(agreement)}
+    found = {"sizes": grid, "memorization_n_star": _js(memorized), "agreement_n_star": _js(agreement)}
     atomic_write_json(out / f"{dataset}_transition.json", found)
     fractions = [uncertainty.bootstrap(f[0].astype(np.float64), uncertainty.mean, rng) for _, f in kept]
     series = {"memorized fraction (95 % interval)": tuple(

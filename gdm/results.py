@@ -103,7 +103,7 @@ class PairResults:
     pair: str | None = _laid(Layout.PLAIN)  # the pair's id, e.g. "disks/n000004-eval-219227e1"
     dataset: str = _laid(Layout.PLAIN, required=True)
     n: int = _laid(Layout.PLAIN, required=True)  # training images per split
-    step: int | None = _laid(Layout.OPTIONAL)  # the kept models' training step (trainer.keep_models_at); absent: final
+    kept_step: int | None = _laid(Layout.OPTIONAL)  # the kept models' training step (keep_models_at); absent: final
     num_samples: int | None = _laid(Layout.PLAIN)  # seeds sampled
     num_valid: int | None = _laid(Layout.PLAIN)  # seeds where neither model diverged
     headline_similarity: str | None = _laid(Layout.PLAIN)  # the measure the verdict and memorization use

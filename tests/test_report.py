@@ -153,8 +153,9 @@ def write_fake_run(cfg, results_for) -> None:
         directory = pair.directory(cfg)
         directory.mkdir(parents=True)
         (directory / "results.json").write_text(json.dumps(results_for(pair.n)))
-        similarities = {
-            f"{kind}_correlation": torch.linspace(0.3, 0.9, 4) for kind in ("ab", "nearest", "nearest_other")
+        similarities = {  # 4 seeds: one A–B value each; nearest: A's 4 samples, then B's
+            f"{kind}_correlation": torch.linspace(0.3, 0.9, 4 * size) for kind, size in
+            (("ab", 1), ("nearest", 2), ("nearest_other", 2))
         }
         torch.save({"valid": torch.zeros(4, dtype=torch.bool), **similarities}, directory / "samples.pt")
         lifecycle.finish(directory, outputs=(Files.RESULTS, Files.SAMPLES))  # DONE with their checksums

@@ -32,7 +32,7 @@ def record(tiny_config) -> PairResults:
     samples = {s: SampleResult(small_images(4, 10 + i), torch.full((4,), 7), torch.tensor([False, True, False, False]),
                                torch.full((4,), 0.01)) for i, s in enumerate("AB")}
     results, _ = summarize(tiny_config, expand_pairs(tiny_config)[0], data, samples, "cpu")
-    return replace(results, jacobian={"image0_sigma0.1": {"A": {"trace": 3.0}}},
+    return replace(results, kept_step=2, jacobian={"image0_sigma0.1": {"A": {"trace": 3.0}}},
                    precision={"matmul": "ieee", "conv": "ieee", "dtype": "float32"},
                    calpha_slope={"A": 0.6, "B": None}, calpha_optimal_slope=2 / 3)
 

@@ -23,12 +23,12 @@ def test_kept_models_are_evaluated_as_pairs_of_their_own_and_drawn_over_n_and_st
     assert not run_grid(cfg, progress=False)["failed"]
     for pair in kept:
         results = json.loads((pair.directory(cfg) / Files.RESULTS).read_text())
-        assert results["step"] == 2 and results["n"] == pair.n
+        assert results["kept_step"] == 2 and results["n"] == pair.n
         assert lifecycle.done_intact(pair.directory(cfg))
     early, late = (torch.load(p.directory(cfg) / Files.SAMPLES, weights_only=True)["samples_A"]
                    for p in (kept[1], final[1]))
     assert not torch.equal(early, late)  # the models of step 2 are not the final ones
-    assert "step" not in json.loads((final[0].directory(cfg) / Files.RESULTS).read_text())
+    assert "kept_step" not in json.loads((final[0].directory(cfg) / Files.RESULTS).read_text())
     report = cfg.run_dir / "report"
     assert (report / "disks_training_time.png").stat().st_size > 0
     rows = (report / "summary.csv").read_text().splitlines()
