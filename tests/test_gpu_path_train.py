@@ -240,7 +240,7 @@ def test_evaluation_samples_measures_psnr_and_jacobians_in_true_fp32_and_records
         return run
 
     monkeypatch.setattr(evaluate, "_sample", in_phase("sampler", evaluate._sample))
-    monkeypatch.setattr(psnr, "curves_per_split", in_phase("psnr", psnr.curves_per_split))
+    monkeypatch.setattr(psnr, "per_image_per_split", in_phase("psnr", psnr.per_image_per_split))
     monkeypatch.setattr(jacobian, "jacobian", in_phase("jacobian", jacobian.jacobian))
     evaluate.eval_pair(cfg, pair)
     assert {p for p, *_ in seen} == {"sampler", "psnr", "jacobian"}
