@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gdm import lifecycle
-from gdm.analysis.blind_gaussian import QUADRATURE_NODES
+from gdm.analysis.blind_gaussian import node_count
 from gdm.cells import Cell, EvalPair, data_dir, expand_cells, expand_pairs
 from gdm.config import ExperimentConfig, ModelConfig, ResourcesConfig, largest_n, train_memory_gb, trains_on_gpu
 from gdm.data.manifest import MANIFEST
@@ -235,7 +235,8 @@ def eval_work(cfg: ExperimentConfig, dataset: str, n: int, cost: NetworkCost) ->
         work.append(Work("L2 ratio", 2.0 * 2 * e.num_samples * n * pixels, "fp32"))
     if e.gaussian_reference:  # XᵀX over the pool, its eigh, then project and reconstruct (2 × 2D²) per image for the
         # Wiener filter and again for the blind reference, whose posterior over σ adds 3 FLOP per node and pixel
-        blind = curves * (4.0 * pixels**2 + 3.0 * QUADRATURE_NODES * pixels)
+        nodes = node_count(cfg.trainer.sigma_min, cfg.trainer.sigma_max, pixels)
+        blind = curves * (4.0 * pixels**2 + 3.0 * nodes * pixels)
         work += [Work("Gaussian reference", 2.0 * d.pool_size * pixels**2 + curves * 4.0 * pixels**2, "fp64"),
                  Work("blind Gaussian reference", blind, "fp64"),
                  Work("Gaussian eigh", eigh_flops(pixels), "eigh")]

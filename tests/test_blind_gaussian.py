@@ -9,8 +9,9 @@ import torch
 from scipy import integrate
 
 from gdm.analysis import psnr
-from gdm.analysis.blind_gaussian import BlindGaussianDenoiser, blind_gaussian_psnr_curves, sigma_nodes
-from gdm.analysis.controls import WienerDenoiser, fit_gaussian
+from gdm.analysis.blind_gaussian import (TAIL_NODES, BlindGaussianDenoiser, blind_gaussian_psnr_curves, node_count,
+                                         sigma_nodes)
+from gdm.analysis.controls import GaussianModel, WienerDenoiser, fit_gaussian
 
 
 def gaussian(dim: int, seed: int, scale: float = 0.2):
@@ -56,6 +57,26 @@ def test_equals_direct_integration_over_sigma(lo, hi):
     np.testing.assert_allclose(ours, expected, atol=1e-6, rtol=0)
 
 
+def test_resolves_the_narrow_posterior_of_many_pixels_at_small_sigma():
+    """At 80 × 80 pixels the posterior over σ is ≈ 0.9 % wide. The panels, one posterior width each, equal a rule
+    three times finer to 1e-12; 512 Gauss–Legendre nodes uniform in u (the first rule) missed it by ≳ 1e-5."""
+    pixels = 6400
+    eigenvalues = 0.05 / torch.arange(1, pixels + 1, dtype=torch.float64)  # a 1/k spectrum, as photographs have
+    model = GaussianModel(torch.full((pixels,), 0.4, dtype=torch.float64), eigenvalues,
+                          torch.eye(pixels, dtype=torch.float64), (1, 80, 80))  # the eigenbasis does not enter σ's law
+    generator = torch.Generator().manual_seed(4)
+    x = model.mean + eigenvalues.sqrt() * torch.randn(pixels, generator=generator, dtype=torch.float64)
+    sigma = torch.tensor([0.005, 0.01, 0.02, 0.05], dtype=torch.float64)[:, None]
+    y = (x + sigma * torch.randn(4, pixels, generator=generator, dtype=torch.float64)).view(4, 1, 80, 80)
+    ours, finer = (BlindGaussianDenoiser(model, resolution=r)(y) for r in (1, 3))
+    assert (ours - finer).abs().max().item() < 1e-12
+    uniform = BlindGaussianDenoiser(model)
+    u, weights = np.polynomial.legendre.leggauss(512)
+    uniform.sigma, uniform.log_prior = torch.from_numpy((u + 1) / 2) ** 2, torch.from_numpy(np.log(weights / 2))
+    uniform.variance = eigenvalues[None, :] + uniform.sigma[:, None] ** 2
+    assert (uniform(y) - finer).abs().max().item() > 1e-5
+
+
 def mse_per_sample(denoiser, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (denoiser(y) - x).flatten(1).pow(2).mean(1)
 
@@ -77,10 +98,13 @@ def test_close_to_the_oracle_where_sigma_is_easy_to_tell_and_never_better_on_ave
 
 
 def test_quadrature_nodes_follow_the_law():
-    sigma, log_q = sigma_nodes("squared_uniform", 0.0, 1.0, 64)
+    sigma, log_q = sigma_nodes("squared_uniform", 0.0, 1.0, pixels=64)
     assert torch.exp(log_q).sum().item() == pytest.approx(1.0)
     assert (sigma > 0).all() and (sigma < 1).all() and (sigma.diff() > 0).all()
-    assert (torch.exp(log_q) * sigma).sum().item() == pytest.approx(1 / 3)  # E[u²] = 1/3
+    assert (torch.exp(log_q) * sigma).sum().item() == pytest.approx(1 / 3, abs=1e-12)  # E[u²] = 1/3, exact per panel
+    assert len(sigma) == node_count(0.0, 1.0, 64)
+    ratio = sigma[TAIL_NODES:].log().diff().max().item()  # node spacing in log σ above the floor
+    assert sigma[TAIL_NODES] < 1e-3 * 1.2 and ratio < 1 / (2 * 64) ** 0.5  # finer than the posterior's width
     with pytest.raises(ValueError, match="sigma law is 'cubic'; allowed values: squared_uniform"):
         sigma_nodes("cubic", 0.0, 1.0, 8)
     with pytest.raises(ValueError, match=r"sigma range is \[0.5, 0.2\]"):
