@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from gdm.cells import cell_settings, expand_cells, expand_pairs, item_settings, pair_settings, settings_hash, wandb_run_id
+from gdm.cells import (
+    cell_settings,
+    expand_cells,
+    expand_pairs,
+    item_settings,
+    pair_settings,
+    settings_hash,
+    wandb_run_id,
+)
 from gdm.config import load_config
 from gdm.io import stable_hash
 

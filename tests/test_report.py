@@ -296,6 +296,7 @@ def test_replicates_train_their_own_models_and_the_report_pools_them(tmp_path):
     """trainer.replicates=2 on the tiny grid at one n: two pairs, each with its own results.json, different
     weights for the two replicates of a cell, and one pooled report row (replicates = 2) with its verdict."""
     from helpers import saved_weights, tiny_config
+
     from launch.grid import run_grid
 
     cfg = tiny_config(tmp_path / "runs", "n_train=[4]", "trainer.replicates=2")
