@@ -78,7 +78,8 @@ class TwoLevel:
     term is counted twice (conservative: with no spread between replicates the interval is ≈ √2 × the
     one-level one), and with few replicates the between term is short by (G−1)/G. shared_units: one stage-2
     draw for all replicates of a resample, for units crossed with the replicates (the same sample seeds and test
-    images in every replicate): a unit effect b_i shared by the replicates then keeps its variance σ_b²/m instead of shrinking to σ_b²/(Gm)."""
+    images in every replicate): a unit effect b_i shared by the replicates then keeps its variance σ_b²/m
+    instead of shrinking to σ_b²/(Gm)."""
 
     groups: int  # G, the training replicates pooled
     shared_units: bool = False  # units crossed with replicates (same seeds, same images): one unit draw for all
