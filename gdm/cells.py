@@ -22,6 +22,10 @@ Identity that survives data moves and upgrades (docs/CONTRACTS.md, "Identity"):
   differs from its schema default. So a release adding a setting at a neutral default (the value that
   reproduces the old behaviour) keeps every hash; setting it to anything else gives new folders. A release
   that changes what an existing key means must add a new identity version with a migration.
+- Training replicates (trainer.replicates = R): replicate r of a cell trains from its own base seed
+  (`gdm.seeds.replicate_seed`) in n<n>-<split>-r<r>-<hash>/, its pair is n<n>-eval-r<r>-<hash>/, and r enters
+  the cell's settings (so its hash) only when r ≥ 1. `trainer.replicates` itself is never hashed: replicate 0
+  keeps the name, hash and seed of the cell as it was without replicates, and raising R adds folders only.
 - Folders of the previous naming (identity version 0: the whole dataset section, path included) are
   recognised by `legacy_folder` and renamed in place by `gdm.migrate` (never retrained).
 """
@@ -48,7 +52,8 @@ IDENTITY_V1: dict[str, tuple[str, ...]] = {
 # Data fields that name where the data lie, not what they are: never hashed (the manifest checks the content).
 _PLACE_DATA_KEYS = ("source",)
 # Trainer fields that do not change the weights: excluded from the cell hash.
-_NEUTRAL_TRAINER_KEYS = ("log_every", "val_every", "num_workers", "checkpoint_every", "compile", "accelerator")
+_NEUTRAL_TRAINER_KEYS = ("log_every", "val_every", "num_workers", "checkpoint_every", "compile", "accelerator",
+                         "replicates")  # replicates: how many cells there are, not what one is (see `Cell.replicate`)
 # Eval fields that change figures only, never a number of results.json: excluded from the pair hash.
 _NEUTRAL_EVAL_KEYS = ("grid_samples",)
 _UNHASHED = {"data": _PLACE_DATA_KEYS, "trainer": _NEUTRAL_TRAINER_KEYS, "eval": _NEUTRAL_EVAL_KEYS}
@@ -84,10 +89,11 @@ class Cell:
     n: int
     split: str
     settings_hash: str
+    replicate: int = 0  # training replicate r (trainer.replicates); 0: the cell as named before replicates
 
     @property
     def cell_id(self) -> str:
-        return f"{self.dataset}/n{self.n:06d}-{self.split}-{self.settings_hash}"
+        return f"{self.dataset}/n{self.n:06d}-{self.split}{replicate_tag(self.replicate)}-{self.settings_hash}"
 
     @property
     def item_id(self) -> str:
@@ -112,9 +118,14 @@ class EvalPair:
     step: int | None = None  # None: the final models (model.pt)
 
     @property
+    def replicate(self) -> int:
+        """The training replicate of both of its cells (one replicate's A and B are a pair)."""
+        return self.cells[0].replicate if self.cells else 0
+
+    @property
     def pair_id(self) -> str:
         at = "" if self.step is None else f"-step{self.step:07d}"
-        return f"{self.dataset}/n{self.n:06d}-eval{at}-{self.settings_hash}"
+        return f"{self.dataset}/n{self.n:06d}-eval{replicate_tag(self.replicate)}{at}-{self.settings_hash}"
 
     @property
     def model_file(self) -> str:
@@ -133,6 +144,11 @@ class EvalPair:
 
 
 Item = Cell | EvalPair
+
+
+def replicate_tag(replicate: int) -> str:
+    """The folder-name part of a training replicate: none for replicate 0 (today's names), `-r<r>` otherwise."""
+    return f"-r{replicate}" if replicate else ""
 
 
 def wandb_run_id(cfg: ExperimentConfig, item: Item | None) -> str:
@@ -154,15 +170,17 @@ def cell_outputs(cfg: ExperimentConfig) -> tuple[str, ...]:
     return (Files.MODEL, *(Files.model_at(step) for step in cfg.trainer.keep_models_at))
 
 
-def cell_settings(cfg: ExperimentConfig, dataset: str) -> dict:
-    """What determines a cell's weights: its dataset (not its path), the model, the trainer less neutral keys."""
-    return {"data": identity("data", cfg.datasets[dataset]), "model": identity("model", cfg.model),
-            "trainer": identity("trainer", cfg.trainer)}
+def cell_settings(cfg: ExperimentConfig, dataset: str, replicate: int = 0) -> dict:
+    """What determines a cell's weights: its dataset (not its path), the model, the trainer less neutral keys,
+    and its training replicate when not 0 (replicate 0's settings are those of a cell without replicates)."""
+    settings = {"data": identity("data", cfg.datasets[dataset]), "model": identity("model", cfg.model),
+                "trainer": identity("trainer", cfg.trainer)}
+    return settings | ({"replicate": replicate} if replicate else {})
 
 
-def settings_hash(cfg: ExperimentConfig, dataset: str) -> str:
+def settings_hash(cfg: ExperimentConfig, dataset: str, replicate: int = 0) -> str:
     """Short hash of `cell_settings` (the cell folder's suffix)."""
-    return stable_hash(cell_settings(cfg, dataset), 8)
+    return stable_hash(cell_settings(cfg, dataset, replicate), 8)
 
 
 def pair_settings(cfg: ExperimentConfig, cells: tuple[Cell, ...], step: int | None = None) -> dict:
@@ -176,31 +194,33 @@ def pair_settings(cfg: ExperimentConfig, cells: tuple[Cell, ...], step: int | No
 def item_settings(cfg: ExperimentConfig, item: Item) -> dict:
     """The settings an item's hash stands for (written as its settings.json)."""
     if isinstance(item, Cell):
-        return cell_settings(cfg, item.dataset)
+        return cell_settings(cfg, item.dataset, item.replicate)
     return pair_settings(cfg, item.cells, item.step)
 
 
 def expand_cells(cfg: ExperimentConfig) -> list[Cell]:
-    """Every (dataset, n, split) cell, in a fixed order: dataset, then n, then split."""
+    """Every (dataset, n, split) cell of every training replicate, in a fixed order: replicate, then dataset, then n,
+    then split (replicate 0 first, so a grid without replicates keeps its order and array indices)."""
     cells = []
-    for dataset in cfg.datasets:
-        digest = settings_hash(cfg, dataset)
-        cells += [Cell(dataset, n, split, digest) for n in sorted(cfg.n_train) for split in cfg.splits]
+    for replicate in range(cfg.trainer.replicates):
+        for dataset in cfg.datasets:
+            digest = settings_hash(cfg, dataset, replicate)
+            cells += [Cell(dataset, n, split, digest, replicate) for n in sorted(cfg.n_train) for split in cfg.splits]
     return cells
 
 
 def expand_pairs(cfg: ExperimentConfig) -> list[EvalPair]:
-    """Every (dataset, n) pair with its cells (their final models), then the same pairs at each kept step before
-    the last (trainer.keep_models_at: the training-time axis); a pair needs its cells done before evaluation.
+    """Every (dataset, n, replicate) pair with its cells (their final models), then the same pairs at each kept step
+    before the last (trainer.keep_models_at: the training-time axis); a pair needs its cells done before evaluation.
     The kept steps' pairs come last, so the final pairs keep their array indices."""
     cells = expand_cells(cfg)
-    keys = dict.fromkeys((c.dataset, c.n) for c in cells)
+    keys = dict.fromkeys((c.replicate, c.dataset, c.n) for c in cells)
     steps = [None, *(s for s in cfg.trainer.keep_models_at if s < cfg.trainer.max_steps)]
     pairs = []
     for step in steps:
-        for dataset, n in keys:
-            mine = tuple(c for c in cells if (c.dataset, c.n) == (dataset, n))
-            pairs.append(EvalPair(dataset, n, mine, stable_hash(pair_settings(cfg, mine, step), 8), step))
+        for key in keys:
+            mine = tuple(c for c in cells if (c.replicate, c.dataset, c.n) == key)
+            pairs.append(EvalPair(key[1], key[2], mine, stable_hash(pair_settings(cfg, mine, step), 8), step))
     return pairs
 
 

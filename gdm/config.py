@@ -75,6 +75,9 @@ class TrainerConfig:
     num_workers: int = 0  # dataloader workers
     in_memory: bool = True  # keep the cell's training set in (device) memory; False streams shards
     seed: int = 0  # base seed; per-step seeds derive from (seed, cell, step, rank)
+    # training replicates per (dataset, n, split) cell, ≥ 1: replicate r trains from gdm.seeds.replicate_seed(seed, r)
+    # in its own folder (r = 0 is the cell as named without replicates) and the report pools a pair's replicates
+    replicates: int = 1
     # intra-op CPU threads of training: the reduction order, so the weights, depend on it; every entry point
     # (gdm run on any executor, gdm train, a resume) uses this one value. 1: the trajectory of gdm's local runs
     threads: int = 1
@@ -375,6 +378,9 @@ def _check_trainer(t: TrainerConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key 'trainer.{key}' is {value}; it must be > 0")
+    if t.replicates < 1:
+        raise ConfigError(f"config key 'trainer.replicates' is {t.replicates}; it must be ≥ 1 (1: one model per "
+                          "cell, as without replicates; 3 trains each cell three times with derived seeds)")
     if t.sigma_min < 0 or t.sigma_max <= t.sigma_min:
         raise ConfigError(f"config keys 'trainer.sigma_min'/'trainer.sigma_max' are {t.sigma_min}/{t.sigma_max}; "
                           "need 0 ≤ sigma_min < sigma_max")

@@ -152,9 +152,10 @@ def pair_n(data: PairData) -> int:
     return min(len(x) for x in data.train.values())
 
 
-def _seed_arrays(record: Agreement, samples: dict, ok: torch.Tensor) -> evidence.SeedArrays:
-    """The headline measure's per-seed values over all seeds, NaN where a sample diverged (evidence.SeedArrays)."""
-    splits, valid = sorted(samples), ok.numpy()
+def _seed_arrays(record: Agreement, diverged: dict[str, torch.Tensor], ok: torch.Tensor) -> evidence.SeedArrays:
+    """The headline measure's per-seed values over all seeds, NaN where a sample diverged (evidence.SeedArrays);
+    `diverged`: split → [K] bool."""
+    splits, valid = sorted(diverged), ok.numpy()
 
     def spread(values: torch.Tensor) -> np.ndarray:
         out = np.full(len(valid), np.nan)
@@ -166,7 +167,7 @@ def _seed_arrays(record: Agreement, samples: dict, ok: torch.Tensor) -> evidence
         valid=valid, agreement=spread(record.ab),
         nearest=np.stack([spread(record.nearest[s]) for s in splits], axis=1),
         cross_seed=spread(crossed) if len(crossed) == int(ok.sum()) else np.full(len(valid), np.nan),
-        diverged=np.stack([samples[s].diverged.numpy() for s in splits], axis=1))
+        diverged=np.stack([diverged[s].numpy() for s in splits], axis=1))
 
 
 def _interval_evidence(cfg: ExperimentConfig, results: PairResults, record: Agreement, samples: dict,
@@ -178,10 +179,37 @@ def _interval_evidence(cfg: ExperimentConfig, results: PairResults, record: Agre
         model_train=_db(per_image["model"][s]["train"]), model_test=_db(per_image["model"][s]["test"]),
         wiener_train=_baseline(per_image, s, "train"), wiener_test=_baseline(per_image, s, "test"),
         blind_test=_db(per_image["blind"][s]["test"]) if "blind" in per_image else None) for s in results.splits]
-    found, named = evidence.interval_evidence(_seed_arrays(record, samples, ok), images,
+    diverged = {s: samples[s].diverged for s in samples}
+    found, named = evidence.interval_evidence(_seed_arrays(record, diverged, ok), images,
                                               cfg.eval.memorization_threshold, rng)
     band = [s for s in cfg.eval.psnr_sigmas if controls.SIGMA_BAND[0] <= s <= controls.SIGMA_BAND[1]]
     return found, evidence.intervals_json(named, results.splits, band)
+
+
+def evidence_arrays(cfg: ExperimentConfig, arrays: dict, splits: Sequence[str]
+                    ) -> tuple[evidence.SeedArrays, list[evidence.ImageArrays]]:
+    """The verdict's per-seed and per-model per-image arrays read back from a pair's samples.pt, as the
+    evaluation built them (the report pools them over training replicates)."""
+    ok, record = arrays["valid"], Agreement.from_arrays(arrays, cfg.eval.similarity, splits)
+    seeds = _seed_arrays(record, {s: arrays[sampler_key("diverged", s)] for s in splits}, ok)
+    return seeds, [_stored_images(cfg, arrays, s) for s in splits]
+
+
+def _stored_images(cfg: ExperimentConfig, arrays: dict, split: str) -> evidence.ImageArrays:
+    def db(source: str, kind: str) -> np.ndarray | None:
+        key = per_image_key(source, split, kind)
+        return arrays[key].double().numpy() if key in arrays else None
+
+    model = {kind: db("model", kind) for kind in ("train", "test")}
+    wiener = {kind: db("wiener", kind) if per_image_key("wiener", split, kind) in arrays
+              else np.zeros_like(model[kind]) for kind in model}  # as _baseline: 0 without the reference
+    return evidence.ImageArrays(list(cfg.eval.psnr_sigmas), model["train"], model["test"], wiener["train"],
+                                wiener["test"], db("blind", "test"))
+
+
+def per_image_key(source: str, split: str, kind: str) -> str:
+    """samples.pt's name of one per-image PSNR array [σ, image], e.g. `psnr_model_A_test`."""
+    return f"psnr_{source}_{split}_{kind}"
 
 
 def _db(p: psnr.PerImage) -> np.ndarray:
@@ -199,7 +227,7 @@ def _per_image_arrays(per_image: dict) -> dict[str, torch.Tensor]:
     """samples.pt's per-image PSNR arrays [σ, image], e.g. `psnr_model_A_test` (input PSNR: `psnr_input_A_test`),
     so a referee can resample them."""
     def arrays(name: str, source: str, attribute: str) -> dict[str, torch.Tensor]:
-        return {f"psnr_{name}_{s}_{kind}": getattr(p, attribute)
+        return {per_image_key(name, s, kind): getattr(p, attribute)
                 for s, kinds in per_image[source].items() for kind, p in kinds.items()}
     out = arrays("input", "model", "input_psnr")
     for source in per_image:

@@ -47,7 +47,7 @@ def legacy_item(cfg: ExperimentConfig, item: Item) -> Item:
 def migrate_folders(cfg: ExperimentConfig) -> list[tuple[Path, Path]]:
     """Rename each version-0 folder of this config's grid to its current name; returns (old, new) pairs."""
     moved = []
-    for pair in expand_pairs(cfg):
+    for pair in (p for p in expand_pairs(cfg) if p.replicate == 0):  # replicates r ≥ 1 are newer than version 0
         for item in (*pair.cells, pair):
             old, new = legacy_item(cfg, item).directory(cfg), item.directory(cfg)
             if old != new and (old / Files.SETTINGS).exists() and not new.exists():

@@ -12,14 +12,15 @@ import csv
 import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gdm import figures, lifecycle
-from gdm.analysis import transition, uncertainty
+from gdm import evaluate, figures, lifecycle
+from gdm.analysis import evidence, transition, uncertainty, verdict
+from gdm.analysis.controls import SIGMA_BAND
 from gdm.cells import (
     EvalPair,
     Files,
@@ -69,19 +70,67 @@ def _write_report(cfg: ExperimentConfig, pairs: list[EvalPair], inputs: dict, ou
     everything = [PairResults.from_json(read_json(p.directory(cfg) / Files.RESULTS)) for p in pairs]
     _training_time_figures(cfg, pairs, everything, out)
     final = [i for i, p in enumerate(pairs) if p.step is None]  # below: the final models' pairs only
-    pairs, results = [pairs[i] for i in final], [everything[i] for i in final]
-    atomic_write_text(out / "summary.csv", summary_csv(results))
+    grouped: dict[tuple[str, int], list[tuple[EvalPair, PairResults]]] = {}  # (dataset, n) → its replicates
+    for i in final:
+        grouped.setdefault((pairs[i].dataset, pairs[i].n), []).append((pairs[i], everything[i]))
+    samples = {key: [torch.load(p.directory(cfg) / Files.SAMPLES, weights_only=True) for p, _ in group]
+               for key, group in grouped.items()}
+    rows = {key: group[0][1] if len(group) == 1 else pooled_results(cfg, [r for _, r in group], samples[key])
+            for key, group in grouped.items()}
+    results, replicates = list(rows.values()), [len(group) for group in grouped.values()]
+    atomic_write_text(out / "summary.csv", summary_csv(results, replicates))
     transitions = {}
-    for dataset in sorted({p.dataset for p in pairs}):
-        mine = [(p, r) for p, r in zip(pairs, results, strict=False) if p.dataset == dataset]
-        transitions[dataset] = _dataset_figures(cfg, dataset, mine, out)
-    atomic_write_text(out / "summary.md", markdown_table(results) + transition_section(transitions)
+    for dataset in sorted({key[0] for key in rows}):
+        mine = [(grouped[key][0][0], row) for key, row in rows.items() if key[0] == dataset]
+        replicas = {key[1]: samples[key] for key in rows if key[0] == dataset}
+        transitions[dataset] = _dataset_figures(cfg, dataset, mine, replicas, out)
+    atomic_write_text(out / "summary.md", markdown_table(results, replicates) + transition_section(transitions)
                       + warnings_section(results))
     if cfg.wandb.mode != "disabled":
         from gdm import wandb_log
 
         wandb_log.log_report(cfg, [summary_row(r) for r in results], sorted(out.glob("*.png")))
     atomic_write_json(out / "inputs.json", inputs)  # last: a report cut short is made again next time
+
+
+def pooled_results(cfg: ExperimentConfig, replicates: list[PairResults], samples: list[dict]) -> PairResults:
+    """One (dataset, n) over its training replicates (trainer.replicates), from each replicate's results and
+    samples.pt: point values averaged over the replicates, the verdict's intervals by the two-level bootstrap
+    (replicates, then seeds or images, one unit draw for all: every replicate sampled the same seeds and
+    images), and the verdict decided from them as for one pair (docs/SCIENCE.md, Pooled replicates)."""
+    splits = replicates[0].splits
+    stored = [evaluate.evidence_arrays(cfg, arrays, splits) for arrays in samples]
+    seeds = evidence.pooled_seeds([s for s, _ in stored])
+    images = [evidence.pooled_images([i[m] for _, i in stored]) for m in range(len(splits))]
+    resample = uncertainty.TwoLevel(len(samples), shared_units=True)
+    found, named = evidence.interval_evidence(seeds, images, cfg.eval.memorization_threshold,
+                                              np.random.default_rng(cfg.eval.seed), resample)
+    decided = verdict.verdict(verdict.conditions(found))
+    band = [s for s in cfg.eval.psnr_sigmas if SIGMA_BAND[0] <= s <= SIGMA_BAND[1]]
+    mean = _mean_of(replicates)
+    memorized = mean.memorized_fraction if found.memorized_fraction is None else found.memorized_fraction.estimate
+    return replace(mean, pair=None, memorized_fraction=memorized, verdict=decided.label,
+                   verdict_decided_by=decided.decided_by, verdict_checks=decided.outcomes,
+                   intervals=evidence.intervals_json(named, splits, band),
+                   warnings=[f"replicate {r}: {w}" for r, x in enumerate(replicates) for w in x.warnings or ()] or None)
+
+
+def _mean_of(values: list):
+    """The replicates' mean of a results value: equal values as they are, numbers averaged, lists, mappings and
+    records element by element; anything else (a label) is the first replicate's. None is left out."""
+    present = [v for v in values if v is not None]
+    if not present or all(v == present[0] for v in present):
+        return present[0] if present else None
+    first = present[0]
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return sum(present) / len(present)
+    if isinstance(first, list) and all(isinstance(v, list) and len(v) == len(first) for v in present):
+        return [_mean_of(list(column)) for column in zip(*present, strict=True)]
+    if isinstance(first, dict) and all(isinstance(v, dict) and v.keys() == first.keys() for v in present):
+        return {k: _mean_of([v[k] for v in present]) for k in first}
+    if is_dataclass(first) and all(type(v) is type(first) for v in present):
+        return replace(first, **{f.name: _mean_of([getattr(v, f.name) for v in present]) for f in fields(first)})
+    return first
 
 
 def verify_pairs(cfg: ExperimentConfig, pairs: list[EvalPair]) -> None:
@@ -151,8 +200,13 @@ def _mean(values) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def summary_csv(results: list[PairResults]) -> str:
+def summary_csv(results: list[PairResults], replicates: list[int] | None = None) -> str:
+    """One row per (dataset, n); with `replicates` (training replicates pooled per row) above 1 anywhere, a
+    `replicates` column after n."""
     rows = [summary_row(r) for r in results]
+    if replicates and max(replicates) > 1:
+        rows = [dict([*list(row.items())[:3], ("replicates", k), *list(row.items())[3:]])  # after pair, dataset, n
+                for row, k in zip(rows, replicates, strict=True)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
     writer.writeheader()
@@ -226,13 +280,18 @@ def _ci(interval: dict | None, digits: int) -> str | None:
     return f"{estimate} [{low}, {high}]"
 
 
-def markdown_table(results: list[PairResults]) -> str:
+def markdown_table(results: list[PairResults], replicates: list[int] | None = None) -> str:
     """Per (dataset, n): median A–B and sample–nearest similarities (own and other split's training
-    set), memorization, train–test PSNR gap, and where measured the C^α slope and Jacobian trace."""
+    set), memorization, train–test PSNR gap, and where measured the C^α slope and Jacobian trace; with
+    `replicates` above 1 anywhere, a column of the training replicates each row pools."""
     columns = [c for c in MARKDOWN_COLUMNS if c.shown(results)]
-    head = "| dataset | n | " + " | ".join(c.header for c in columns) + " |\n"
-    rule = "|---|---|" + "---|" * len(columns) + "\n"
-    body = [f"| {r.dataset} | {r.n} | " + " | ".join(c.cell(r) for c in columns) + " |" for r in results]
+    pooled = bool(replicates) and max(replicates) > 1
+    counts = [f" {k} |" for k in replicates] if pooled else [""] * len(results)
+    head = "| dataset | n |" + (" replicates |" if pooled else "") + " "
+    head += " | ".join(c.header for c in columns) + " |\n"
+    rule = "|---|---|" + "---|" * (len(columns) + pooled) + "\n"
+    body = [f"| {r.dataset} | {r.n} |{k} " + " | ".join(c.cell(r) for c in columns) + " |"
+            for r, k in zip(results, counts, strict=True)]
     return head + rule + "\n".join(body) + "\n"
 
 
@@ -246,12 +305,13 @@ def _f(value, digits: int = 3) -> str:
 
 
 def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalPair, PairResults]],
-                     out: Path) -> dict | None:
-    """The dataset's figures; returns its transition points (None below two evaluated sizes)."""
+                     replicas: dict[int, list[dict]], out: Path) -> dict | None:
+    """The dataset's figures from its rows (pooled over replicates) and, per n, each replicate's samples.pt (the
+    sample figures show replicate 0's); returns its transition points (None below two evaluated sizes)."""
     if not mine:
         return None
     _similarity_figures(dataset, mine, out)
-    arrays = {p.n: torch.load(p.directory(cfg) / Files.SAMPLES, weights_only=True) for p, _ in mine}
+    arrays = {n: replicates[0] for n, replicates in replicas.items()}
     _histogram_figure(cfg.eval.similarity, dataset, arrays, out)
     for split in SPLITS:
         _psnr_figure(dataset, split, mine, out)
@@ -261,7 +321,7 @@ def _dataset_figures(cfg: ExperimentConfig, dataset: str, mine: list[tuple[EvalP
     _controls_figure(dataset, mine, out)
     _realism_figure(dataset, arrays, out)
     _grid(cfg, dataset, mine, arrays, out)
-    return _transition(cfg, dataset, arrays, out)
+    return _transition(cfg, dataset, replicas, out)
 
 
 def _training_time_figures(cfg: ExperimentConfig, pairs: list[EvalPair], results: list[PairResults],
@@ -294,11 +354,19 @@ def _seed_flags(cfg: ExperimentConfig, samples: dict) -> tuple[np.ndarray, np.nd
     return nearest > cfg.eval.memorization_threshold, agreement, per_seed
 
 
-def _transition(cfg: ExperimentConfig, dataset: str, arrays: dict, out: Path) -> dict | None:
+def _pooled_flags(cfg: ExperimentConfig, replicates: list[dict]) -> tuple[np.ndarray, ...]:
+    """`_seed_flags` of every training replicate of one n, concatenated: the pooled seeds of that n."""
+    per_replicate = [_seed_flags(cfg, arrays) for arrays in replicates]
+    return tuple(np.concatenate(parts) for parts in zip(*per_replicate, strict=True))
+
+
+def _transition(cfg: ExperimentConfig, dataset: str, replicas: dict[int, list[dict]], out: Path) -> dict | None:
     """The transition point: n* where the memorized fraction crosses 1/2 (logistic fit over log n) and the n
     where A–B agreement first exceeds the nearest-training similarity, each with its bootstrap interval
-    (gdm.analysis.transition); <dataset>_transition.json and .png. Pairs without a valid sample are left out."""
-    ns, flags = zip(*[(n, _seed_flags(cfg, arrays[n])) for n in sorted(arrays)], strict=True) if arrays else ((), ())
+    (gdm.analysis.transition); <dataset>_transition.json and .png. Each n pools the seeds of its training
+    replicates. Pairs without a valid sample are left out."""
+    ns, flags = zip(*[(n, _pooled_flags(cfg, replicas[n])) for n in sorted(replicas)], strict=True) \
+        if replicas else ((), ())
     kept = [(n, f) for n, f in zip(ns, flags, strict=True) if len(f[1])]
     if len(kept) < 2:
         return None

@@ -8,7 +8,8 @@ resuming, re-batching or moving a job to another host draws the same numbers.
 | stream                       | generator                                   | keyed by                         |
 |------------------------------|---------------------------------------------|----------------------------------|
 | data generation, splits      | numpy default_rng(datasets.<name>.seed)     | the dataset's seed (gdm.data)    |
-| initial weights of a cell    | torch.manual_seed(cell_seed), forked RNG    | (trainer.seed, cell id)          |
+| a cell's training replicate  | replicate_seed: the base seed of replicate r| (trainer.seed, r); r = 0: seed   |
+| initial weights of a cell    | torch.manual_seed(cell_seed), forked RNG    | (replicate seed, cell id)        |
 | a training step's draws      | step_generator: indices, σ, noise           | (cell seed, step, rank)          |
 | precise-BN batches (K)       | precise_bn_generator: indices, σ, noise     | (cell seed, rank): same K a save |
 | webdataset shard / shuffle   | stream_rng / shuffle_rng                    | (cell seed, rank, worker, epoch) |
@@ -37,6 +38,12 @@ def derive_seed(*parts: object) -> int:
     """A 63-bit seed, a stable function of `parts`: the first 8 bytes (little-endian) of the sha256 of their repr."""
     digest = bytes.fromhex(stable_hash(repr(parts)))
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def replicate_seed(base_seed: int, replicate: int) -> int:
+    """The base seed of training replicate `replicate` (trainer.replicates): replicate 0 keeps `base_seed`, so a
+    grid without replicates trains as before; replicate r ≥ 1 draws its own, derive_seed("replicate", seed, r)."""
+    return base_seed if replicate == 0 else derive_seed("replicate", base_seed, replicate)
 
 
 def cell_seed(base_seed: int, cell_id: str) -> int:

@@ -43,14 +43,15 @@ class Bracket:
 
 
 def memorized_by_n(cfg: ExperimentConfig, dataset: str) -> dict[int, float]:
-    """n → memorized fraction of the done pairs of `dataset` (pairs with no valid sample left out)."""
-    found = {}
+    """n → memorized fraction of the done pairs of `dataset`, averaged over its training replicates (pairs with no
+    valid sample left out)."""
+    found: dict[int, list[float]] = {}
     for pair in expand_pairs(cfg):
         if pair.dataset == dataset and pair.step is None and lifecycle.is_done(pair.directory(cfg)):
             results = PairResults.from_json(read_json(lifecycle.verify(pair.directory(cfg), Files.RESULTS)))
             if results.memorized_fraction is not None:
-                found[pair.n] = results.memorized_fraction
-    return found
+                found.setdefault(pair.n, []).append(results.memorized_fraction)
+    return {n: sum(fractions) / len(fractions) for n, fractions in found.items()}
 
 
 def bracket(cfg: ExperimentConfig, dataset: str) -> Bracket:

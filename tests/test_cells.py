@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from gdm.cells import expand_cells, expand_pairs, pair_settings, settings_hash, wandb_run_id
+from gdm.cells import (
+    cell_settings,
+    expand_cells,
+    expand_pairs,
+    item_settings,
+    pair_settings,
+    settings_hash,
+    wandb_run_id,
+)
 from gdm.config import load_config
 from gdm.io import stable_hash
 
@@ -86,3 +94,23 @@ def test_wandb_run_ids_have_one_home_and_keep_their_values(tiny_config):
     assert ids["report"] == stable_hash("tiny/report", 16)
     assert run_kwargs(cfg, cell, "train")["id"] == ids[cell.cell_id] and run_kwargs(cfg, None, "report")["id"] == \
         ids["report"]
+
+
+def test_replicate_zero_keeps_todays_ids_and_later_replicates_get_their_own(tiny_overrides):
+    today = load_config(None, tiny_overrides)
+    replicated = load_config(None, [*tiny_overrides, "trainer.replicates=3"])
+    cells, pairs = expand_cells(replicated), expand_pairs(replicated)
+    assert len(cells) == 3 * len(expand_cells(today)) and len(pairs) == 3 * len(expand_pairs(today))
+    # replicate 0 comes first, with today's ids, hashes and settings (trainer.replicates is never hashed)
+    first = [c for c in cells if c.replicate == 0]
+    assert [c.cell_id for c in first] == [c.cell_id for c in expand_cells(today)]
+    assert [p.pair_id for p in pairs if p.replicate == 0] == [p.pair_id for p in expand_pairs(today)]
+    assert cell_settings(replicated, "disks") == cell_settings(today, "disks")
+    # replicates r ≥ 1: their own ids and folders, both cells of a pair of one replicate
+    assert len({c.cell_id for c in cells}) == len(cells) and len({p.pair_id for p in pairs}) == len(pairs)
+    later = next(c for c in cells if c.replicate == 2)
+    assert later.cell_id == f"disks/n000001-A-r2-{later.settings_hash}"
+    assert item_settings(replicated, later)["replicate"] == 2
+    pair = next(p for p in pairs if p.replicate == 1)
+    assert pair.pair_id == f"disks/n000001-eval-r1-{pair.settings_hash}"
+    assert {c.replicate for c in pair.cells} == {1} and [c.split for c in pair.cells] == ["A", "B"]

@@ -56,6 +56,7 @@ def test_resolved_yaml_round_trips(tmp_path):
         (["trainer.loss_weight_floor=0"], ["trainer.loss_weight_floor", "> 0", "infinite at σ = 0"]),
         (["trainer.loss_weight_power=-1"], ["trainer.loss_weight_power", "> 0"]),
         (["trainer.precise_bn_batches=-1"], ["trainer.precise_bn_batches", "≥ 0"]),
+        (["trainer.replicates=0"], ["trainer.replicates", "≥ 1", "1: one model per cell"]),
         (["trainer.max_steps=100", "trainer.keep_models_at=[50,200]"],
          ["trainer.keep_models_at", "[50, 200]", "trainer.max_steps (100)", "raise trainer.max_steps"]),
         (["trainer.keep_models_at=[0]"], ["trainer.keep_models_at", "in 1 …"]),

@@ -24,7 +24,7 @@ def _today_cell_hash(cfg, dataset: str) -> str:
     """The cell hash of the release before identity v1, kept here verbatim: the whole dataset section."""
     neutral = ("log_every", "val_every", "num_workers", "checkpoint_every", "compile", "accelerator")
     later = ("threads", "loss_weighting", "loss_weight_floor", "loss_weight_power", "precise_bn_batches",
-             "keep_models_at")  # trainer keys added after that release
+             "keep_models_at", "replicates")  # trainer keys added after that release
     trainer = {k: v for k, v in to_dict(cfg.trainer).items() if k not in neutral and k not in later}
     return stable_hash({"data": to_dict(cfg.datasets[dataset]), "model": to_dict(cfg.model), "trainer": trainer}, 8)
 

@@ -278,7 +278,7 @@ def test_transition_points_lie_between_the_last_memorizing_and_first_generalizin
     m, k = tiny_config.eval.similarity, 16
     copying = _seed_arrays(m, [0.99] * 2 * k, [0.5] * k)
     new = _seed_arrays(m, [0.6] * 2 * k, [0.8] * k)
-    arrays = {1: copying, 10: copying, 100: new, 1000: new}
+    arrays = {1: [copying], 10: [copying], 100: [new], 1000: [new]}  # n → each training replicate's samples.pt
     found = _transition(tiny_config, "disks", arrays, tmp_path)
     for key in ("memorization_n_star", "agreement_n_star"):
         assert 10 < found[key]["estimate"] < 100 and 1 <= found[key]["low"] <= found[key]["high"] <= 1000, found
@@ -286,7 +286,26 @@ def test_transition_points_lie_between_the_last_memorizing_and_first_generalizin
     assert (tmp_path / "disks_transition.png").stat().st_size > 0
     section = transition_section({"disks": found})
     assert "n* (memorized fraction = 1/2)" in section and "[" in section
-    assert _transition(tiny_config, "disks", {100: new}, tmp_path) is None
-    never = {n: copying for n in (1, 10, 100)}
+    assert _transition(tiny_config, "disks", {100: [new]}, tmp_path) is None
+    never = {n: [copying] for n in (1, 10, 100)}
     assert transition_section({"disks": _transition(tiny_config, "disks", never, tmp_path)}).count(
         "not bracketed by the grid") == 2  # always memorizing: no crossing inside the grid
+
+
+def test_replicates_train_their_own_models_and_the_report_pools_them(tmp_path):
+    """trainer.replicates=2 on the tiny grid at one n: two pairs, each with its own results.json, different
+    weights for the two replicates of a cell, and one pooled report row (replicates = 2) with its verdict."""
+    from helpers import saved_weights, tiny_config
+
+    from launch.grid import run_grid
+
+    cfg = tiny_config(tmp_path / "runs", "n_train=[4]", "trainer.replicates=2")
+    assert not run_grid(cfg, progress=False)["failed"]
+    pairs = expand_pairs(cfg)
+    assert [p.replicate for p in pairs] == [0, 1] and all((p.directory(cfg) / "results.json").exists() for p in pairs)
+    first, second = (saved_weights(p.cells[0].directory(cfg) / "model.pt") for p in pairs)
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # replicate 1 trains from its own seed
+    rows = list(csv.DictReader(io.StringIO((cfg.run_dir / "report" / "summary.csv").read_text())))
+    assert len(rows) == 1 and rows[0]["replicates"] == "2" and rows[0]["n"] == "4" and rows[0]["verdict"]
+    table = (cfg.run_dir / "report" / "summary.md").read_text()
+    assert "| dataset | n | replicates |" in table and "| disks | 4 | 2 |" in table

@@ -42,3 +42,9 @@ def test_stream_and_shuffle_generators_are_keyed_by_their_coordinates():
                           np.random.default_rng([4, 1, 2, 3]).integers(1000, size=5))
     assert seeds.shuffle_rng(4, 1, 2, 3).random() == random.Random("4-1-2-3").random()
     assert seeds.shuffle_rng(4, 1, 2, 3).random() != seeds.shuffle_rng(4, 1, 2, 4).random()
+
+
+def test_replicate_zero_keeps_the_base_seed_and_later_replicates_derive_their_own():
+    assert seeds.replicate_seed(7, 0) == 7  # trainer.replicates = 1 trains exactly as before replicates existed
+    assert seeds.replicate_seed(7, 2) == _sha_seed("replicate", 7, 2)
+    assert len({seeds.replicate_seed(7, r) for r in range(5)}) == 5

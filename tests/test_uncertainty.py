@@ -9,6 +9,7 @@ import pytest
 
 from gdm.analysis.uncertainty import (
     Interval,
+    TwoLevel,
     bootstrap,
     fraction_above,
     mean,
@@ -106,3 +107,69 @@ def test_bad_input_is_refused_with_its_name():
         wiener_differenced_gap([1.0], [1.0], [1.0, 2.0], [1.0], rng)
     with pytest.raises(ValueError, match="level is 1.5"):
         bootstrap([1.0, 2.0], mean, rng, level=1.5)
+
+
+# --- two-level bootstrap over training replicates ---------------------------------------------------------
+
+GROUPS, UNITS = 20, 20  # replicates and units (seeds or images) per replicate of the synthetic data sets
+
+
+def _nested(rng, between: float) -> np.ndarray:
+    """x_gi = 1 + a_g + e_gi, a_g ~ N(0, between²), e_gi ~ N(0, 2²): each replicate has units of its own."""
+    return (1.0 + rng.normal(0, between, (GROUPS, 1)) + rng.normal(0, 2.0, (GROUPS, UNITS))).ravel()
+
+
+def _crossed(rng) -> np.ndarray:
+    """x_gi = 1 + a_g + b_i + e_gi: the same units (seeds, images) in every replicate, b_i ~ N(0, 1.5²)."""
+    return (1.0 + rng.normal(0, 1.0, (GROUPS, 1)) + rng.normal(0, 1.5, (1, UNITS))
+            + rng.normal(0, 1.0, (GROUPS, UNITS))).ravel()
+
+
+def test_two_level_interval_covers_the_mean_when_replicates_differ():
+    # Var(pooled mean) = σ_a²/G + σ_e²/(G m) = 1/20 + 4/400: the replicate spread dominates.
+    def two_level(rng):
+        return bootstrap(_nested(rng, 1.0), mean, rng, draws=DRAWS, resample=TwoLevel(GROUPS))
+
+    def one_level(rng):  # ignores the replicates: its variance (σ_a² + σ_e²)/(G m) is ~ 5× too small
+        return bootstrap(_nested(rng, 1.0), mean, rng, draws=DRAWS)
+
+    assert _coverage(two_level, 1.0, seed=4) == pytest.approx(0.95, abs=0.03)
+    assert _coverage(one_level, 1.0, seed=4) < 0.75
+
+
+def test_shared_units_cover_the_mean_when_seeds_are_crossed_with_replicates():
+    # Var = σ_a²/G + σ_b²/m + σ_e²/(G m): the unit effect b_i does not shrink with G, so one unit draw for all
+    def shared(rng):
+        return bootstrap(_crossed(rng), mean, rng, draws=DRAWS, resample=TwoLevel(GROUPS, shared_units=True))
+
+    def nested(rng):  # draws units per replicate independently: b_i's variance shrinks G-fold, too narrow
+        return bootstrap(_crossed(rng), mean, rng, draws=DRAWS, resample=TwoLevel(GROUPS))
+
+    assert _coverage(shared, 1.0, seed=5) == pytest.approx(0.95, abs=0.03)
+    assert _coverage(nested, 1.0, seed=5) < 0.85
+
+
+def test_two_level_interval_is_wider_than_one_level_and_far_wider_when_replicates_differ():
+    def widths(between: float) -> tuple[float, float]:
+        values = _nested(np.random.default_rng(6), between)
+        two = bootstrap(values, mean, np.random.default_rng(0), resample=TwoLevel(GROUPS))
+        one = bootstrap(values, mean, np.random.default_rng(0))
+        return two.high - two.low, one.high - one.low
+
+    two, one = widths(2.0)
+    assert two > 2 * one
+    two, one = widths(0.0)  # no spread: the unit term is counted at both stages, so ≈ √2 × the plain width
+    assert two / one == pytest.approx(np.sqrt(2), rel=0.15)
+
+
+def test_two_level_indices_draw_whole_replicates_then_units_within():
+    rng = np.random.default_rng(7)
+    first, second = TwoLevel(3)((12, 6), rng, 50)  # two sets: 4 and 2 units per replicate
+    assert first.shape == (50, 12) and second.shape == (50, 6)
+    slots = first.reshape(50, 3, 4) // 4  # the replicate each resampled slot came from …
+    assert (slots == slots[..., :1]).all()  # … is one replicate per slot
+    assert (second.reshape(50, 3, 2) // 2 == slots[..., :1]).all()  # the sets share stage 1 (train and test)
+    shared = TwoLevel(3, shared_units=True)((12,), np.random.default_rng(7), 50)[0].reshape(50, 3, 4) % 4
+    assert (shared == shared[:, :1]).all()  # shared units: the same unit offsets in every slot
+    with pytest.raises(ValueError, match="equal replicates"):
+        TwoLevel(3)((10,), rng, 5)

@@ -19,10 +19,11 @@ from gdm.analysis.uncertainty import (
     DRAWS,
     LEVEL,
     Interval,
+    Resampler,
     bootstrap,
     mean,
+    one_level,
     percentile_interval,
-    resample_indices,
     wiener_differenced_gap,
 )
 from gdm.analysis.verdict import IntervalEvidence, band_margin_intervals
@@ -53,12 +54,29 @@ class ImageArrays:
     blind_test: np.ndarray | None  # the blind Bayes Gaussian denoiser: the verdict's reference (None: not measured)
 
 
+def pooled_seeds(replicates: list[SeedArrays]) -> SeedArrays:
+    """The seeds of several training replicates stacked replicate-major ([G·K] rows), for `uncertainty.TwoLevel`."""
+    return SeedArrays(*(np.concatenate([getattr(r, f) for r in replicates]) for f in SeedArrays.__dataclass_fields__))
+
+
+def pooled_images(replicates: list[ImageArrays]) -> ImageArrays:
+    """One model's per-image PSNR of several replicates stacked replicate-major along images ([σ, G·N])."""
+    if any(r.sigmas != replicates[0].sigmas for r in replicates):
+        raise ValueError("replicates measured at different σ cannot be pooled")
+
+    def stack(name: str) -> np.ndarray | None:
+        arrays = [getattr(r, name) for r in replicates]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays, axis=1)
+    names = [f for f in ImageArrays.__dataclass_fields__ if f != "sigmas"]
+    return ImageArrays(replicates[0].sigmas, *(stack(name) for name in names))
+
+
 def over_seeds(statistic: Callable[[np.ndarray], np.ndarray], count: int, rng: np.random.Generator, *,
-               draws: int = DRAWS, level: float = LEVEL) -> Interval:
+               draws: int = DRAWS, level: float = LEVEL, resample: Resampler = one_level) -> Interval:
     """A statistic of the seeds, given as a function of an index matrix [R, K] → [R], and its percentile
     interval over seed resamples: every array of a seed moves with it, so paired statistics stay paired."""
     estimate = statistic(np.arange(count)[None])[0]
-    return percentile_interval(estimate, statistic(resample_indices(count, rng, draws)), level)
+    return percentile_interval(estimate, statistic(resample((count,), rng, draws)[0]), level)
 
 
 def _pooled(values: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -88,36 +106,40 @@ def agreement_minus(seeds: SeedArrays, baseline: np.ndarray) -> Callable[[np.nda
     return statistic
 
 
-def seed_intervals(seeds: SeedArrays, threshold: float, rng: np.random.Generator) -> dict[str, Interval | None]:
+def seed_intervals(seeds: SeedArrays, threshold: float, rng: np.random.Generator,
+                   resample: Resampler = one_level) -> dict[str, Interval | None]:
     """memorized fraction, agreement − nearest, agreement − cross-seed, and each model's diverged share."""
-    k, any_valid = len(seeds.valid), bool(seeds.valid.any())
+    k, any_valid, by = len(seeds.valid), bool(seeds.valid.any()), {"resample": resample}
     out: dict[str, Interval | None] = {
-        "memorized": over_seeds(memorized_share(seeds.nearest, threshold), k, rng) if any_valid else None,
-        "agreement_minus_nearest": over_seeds(agreement_minus(seeds, seeds.nearest), k, rng) if any_valid else None,
-        "agreement_minus_cross_seed": over_seeds(agreement_minus(seeds, seeds.cross_seed), k, rng)
+        "memorized": over_seeds(memorized_share(seeds.nearest, threshold), k, rng, **by) if any_valid else None,
+        "agreement_minus_nearest": over_seeds(agreement_minus(seeds, seeds.nearest), k, rng, **by)
+        if any_valid else None,
+        "agreement_minus_cross_seed": over_seeds(agreement_minus(seeds, seeds.cross_seed), k, rng, **by)
         if any_valid and k > 1 else None,
     }
     for m in range(seeds.diverged.shape[1]):
-        out[f"unusable_{m}"] = bootstrap(seeds.diverged[:, m].astype(np.float64), mean, rng)
+        out[f"unusable_{m}"] = bootstrap(seeds.diverged[:, m].astype(np.float64), mean, rng, **by)
     return out
 
 
-def image_intervals(images: ImageArrays, rng: np.random.Generator) -> dict:
+def image_intervals(images: ImageArrays, rng: np.random.Generator, resample: Resampler = one_level) -> dict:
     """One model: its test PSNR − the blind reference at each σ of the band and over the band (paired over
     images), and its Wiener-differenced train − test gap averaged over σ (unpaired: train and test images)."""
     per_sigma, band = ((), None)
     if images.blind_test is not None:
-        per_sigma, band = band_margin_intervals(images.model_test, images.blind_test, images.sigmas, rng)
+        per_sigma, band = band_margin_intervals(images.model_test, images.blind_test, images.sigmas, rng,
+                                                resample=resample)
     gap = wiener_differenced_gap(images.model_train.mean(0), images.wiener_train.mean(0),
-                                 images.model_test.mean(0), images.wiener_test.mean(0), rng)
+                                 images.model_test.mean(0), images.wiener_test.mean(0), rng, resample=resample)
     return {"margins": per_sigma, "band_mean": band, "gap": gap}
 
 
-def interval_evidence(seeds: SeedArrays, images: list[ImageArrays], threshold: float,
-                      rng: np.random.Generator) -> tuple[IntervalEvidence, dict]:
-    """The verdict's evidence, and every interval by name for results.json (`intervals_json`)."""
-    by_seed = seed_intervals(seeds, threshold, rng)
-    by_model = [image_intervals(i, rng) for i in images]
+def interval_evidence(seeds: SeedArrays, images: list[ImageArrays], threshold: float, rng: np.random.Generator,
+                      resample: Resampler = one_level) -> tuple[IntervalEvidence, dict]:
+    """The verdict's evidence, and every interval by name for results.json (`intervals_json`); `resample`:
+    one_level for one pair, uncertainty.TwoLevel for replicates pooled by `pooled_arrays`."""
+    by_seed = seed_intervals(seeds, threshold, rng, resample)
+    by_model = [image_intervals(i, rng, resample) for i in images]
     evidence = IntervalEvidence(
         memorized_fraction=by_seed["memorized"],
         agreement_minus_nearest=by_seed["agreement_minus_nearest"],

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from gdm.analysis.controls import GAP_DB, GAUSSIAN_TOLERANCE_DB, MEMORIZED_MAJORITY, SIGMA_BAND
-from gdm.analysis.uncertainty import DRAWS, LEVEL, Interval, paired_difference
+from gdm.analysis.uncertainty import DRAWS, LEVEL, Interval, Resampler, one_level, paired_difference
 
 Outcome = Literal["pass", "fail", "inconclusive"]
 Direction = Literal["above", "at_least", "below", "at_most"]  # value > t, ≥ t, < t, ≤ t
@@ -128,8 +128,8 @@ def verdict(outcomes: dict[str, Outcome]) -> Verdict:
 
 
 def band_margin_intervals(model_db, reference_db, sigmas: Sequence[float], rng: np.random.Generator, *,
-                          band: tuple[float, float] = SIGMA_BAND, draws: int = DRAWS,
-                          level: float = LEVEL) -> tuple[tuple[Interval, ...], Interval | None]:
+                          band: tuple[float, float] = SIGMA_BAND, draws: int = DRAWS, level: float = LEVEL,
+                          resample: Resampler = one_level) -> tuple[tuple[Interval, ...], Interval | None]:
     """Per σ of `band` (inclusive), the paired interval of test PSNR − reference PSNR over images, and the
     interval of that margin averaged over the band's σ per image. model_db, reference_db: per-image PSNR
     [S, N] at `sigmas` [S], on the same images and noise draws. No σ in the band: ((), None)."""
@@ -140,6 +140,7 @@ def band_margin_intervals(model_db, reference_db, sigmas: Sequence[float], rng: 
     rows = [i for i, s in enumerate(sigmas) if band[0] <= s <= band[1]]
     if not rows:
         return (), None
-    per_sigma = tuple(paired_difference(model[i], reference[i], rng, draws=draws, level=level) for i in rows)
-    band_mean = paired_difference(model[rows].mean(0), reference[rows].mean(0), rng, draws=draws, level=level)
+    options = {"draws": draws, "level": level, "resample": resample}
+    per_sigma = tuple(paired_difference(model[i], reference[i], rng, **options) for i in rows)
+    band_mean = paired_difference(model[rows].mean(0), reference[rows].mean(0), rng, **options)
     return per_sigma, band_mean

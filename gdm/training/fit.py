@@ -29,7 +29,7 @@ from gdm.cells import Cell, Files, cell_outputs, data_dir
 from gdm.config import ExperimentConfig
 from gdm.data.module import CellDataModule
 from gdm.models import build_model
-from gdm.seeds import cell_seed
+from gdm.seeds import cell_seed, replicate_seed
 from gdm.training.checkpoint_io import AtomicCheckpointIO
 from gdm.training.health import NOT_DENOISING, check_finite, denoises
 from gdm.training.kept_models import KeepModels
@@ -48,7 +48,7 @@ class TrainingInterrupted(RuntimeError):
 def build_cell_module(cfg: ExperimentConfig, cell: Cell) -> tuple[DenoiserModule, CellDataModule]:
     """The LightningModule (weights seeded by the cell) and the data of `cell`."""
     image_size = cfg.datasets[cell.dataset].image_size
-    seed = cell_seed(cfg.trainer.seed, cell.cell_id)
+    seed = cell_seed(replicate_seed(cfg.trainer.seed, cell.replicate), cell.cell_id)
     with torch.random.fork_rng(devices=[]):  # initial weights: a function of the cell, not of the process
         torch.manual_seed(seed % 2**63)
         net = build_model(cfg.model, image_size)
