@@ -36,13 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 TARGET = (0.67, 1.5)  # measured / planned wall time
 # Wall times measured earlier on this VM, idle, two 1-thread jobs at a time (not in this run):
 RECORDED = {
-    "patches16": {"measured_wall_s": 46 * 60 + 35,  # configs/patches16.yaml's header: 46 min 35 s
-                  "measured": "2026-11-25, `gdm run configs/patches16.yaml`, this 2-core VM, idle, on a day it ran "
-                              "1.75× faster than 2026-12-06 (bench_train's 2-thread rate: 0.0563 TFLOP/s then, 0.032 "
-                              "now), with the 3-size grid and the verdict of that day; the plan prices today's rates"},
+    "patches16": {"measured_wall_s": 56 * 60 + 39,  # configs/patches16.yaml's header: 56 min 39 s
+                  "measured": "2026-12-06, `/usr/bin/time gdm run configs/patches16.yaml`, this 2-core VM, idle: the "
+                              "6-size grid, 16 channels, 12 cells and 12 eval pairs (docs/RESULTS.md)"},
     "transition16": {"measured_wall_s": 9 * 60 + 6,  # README, A Gaussian control: 9 min 6 s
-                     "measured": "2026-11-24, `gdm run configs/transition16.yaml`, this 2-core VM, on the faster "
-                                 "days (see patches16)"},
+                     "measured": "2026-11-24, `gdm run configs/transition16.yaml`, this 2-core VM, on a day it "
+                                 "ran 1.75× faster than 2026-12-06 (bench_train's 2-thread rate)"},
 }
 IMPORTS = "import torch, lightning, gdm.training.fit, gdm.evaluate, launch.jobs"
 
@@ -130,8 +129,11 @@ def quickstart(root: Path) -> dict:
 
 
 def recorded(name: str) -> dict:
-    """A wall time measured earlier (RECORDED), beside the plan's estimate for the same config."""
-    planned, measured = planned_wall_s(f"configs/{name}.yaml", []), RECORDED[name]["measured_wall_s"]
+    """A wall time measured earlier (RECORDED), beside the plan's estimate for the same config from nothing done (an
+    empty root: the plan leaves out cells already done under ./runs)."""
+    with tempfile.TemporaryDirectory() as root:
+        planned = planned_wall_s(f"configs/{name}.yaml", [f"root={root}"])
+    measured = RECORDED[name]["measured_wall_s"]
     return {"command": f"gdm run configs/{name}.yaml", **RECORDED[name], "in_this_run": False,
             "planned_wall_s": round(planned, 1), "ratio_measured_over_planned": round(measured / planned, 3),
             "target_ratio": list(TARGET)}

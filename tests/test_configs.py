@@ -34,7 +34,7 @@ def _tiny(cfg_path: Path, tmp_path: Path) -> list[str]:
     overrides = [f"root={tmp_path / 'runs'}", "n_train=[1]", "launch.executor=inprocess", "wandb.mode=offline"]
     overrides += ["trainer.max_steps=2", "trainer.batch_size=2", "trainer.accelerator=cpu", "trainer.precision=32-true"]
     overrides += ["trainer.channels_last=false", "trainer.checkpoint_every=1", "trainer.val_every=0"]
-    overrides += ["trainer.lr_halve_every=0", "model.channels=4", "model.layers=3"]
+    overrides += ["trainer.lr_halve_every=0", "trainer.keep_models_at=[]", "model.channels=4", "model.layers=3"]
     overrides += ["sampler.max_steps=3", "eval.num_samples=2", "eval.batch_size=2", "eval.psnr_images=2"]
     # The full Jacobian at 80×80 / 160×160 is a 6 400² / 25 600² eigenproblem: minutes and GBs on a CPU.
     # The Jacobian path is covered by tests/test_pipeline.py and tests/test_analysis.py at small sizes.
