@@ -9,8 +9,13 @@ import torch
 from scipy import integrate
 
 from gdm.analysis import psnr
-from gdm.analysis.blind_gaussian import (TAIL_NODES, BlindGaussianDenoiser, blind_gaussian_psnr_curves, node_count,
-                                         sigma_nodes)
+from gdm.analysis.blind_gaussian import (
+    TAIL_NODES,
+    BlindGaussianDenoiser,
+    blind_gaussian_psnr_curves,
+    node_count,
+    sigma_nodes,
+)
 from gdm.analysis.controls import GaussianModel, WienerDenoiser, fit_gaussian
 
 

@@ -64,7 +64,7 @@ def panels(law: str, sigma_min: float, sigma_max: float, pixels: int,
     edges[-1] = 1.0
     tail = [(0.0, edges[0], TAIL_NODES)] if floor > sigma_min else []
     edges[0] = edges[0] if tail else 0.0
-    return tail + [(a, b, PANEL_NODES) for a, b in zip(edges[:-1], edges[1:])]
+    return tail + [(a, b, PANEL_NODES) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def sigma_nodes(law: str, sigma_min: float, sigma_max: float, pixels: int,
@@ -76,8 +76,8 @@ def sigma_nodes(law: str, sigma_min: float, sigma_max: float, pixels: int,
         raise ValueError(f"sigma law is {law!r}; allowed values: {', '.join(SIGMA_LAWS)}")
     if not 0 <= sigma_min < sigma_max:
         raise ValueError(f"sigma range is [{sigma_min}, {sigma_max}]; it needs 0 ≤ sigma_min < sigma_max")
-    u, q = zip(*(gauss_legendre(a, b, k) for a, b, k in panels(law, sigma_min, sigma_max, pixels, resolution)))
-    u, q = torch.cat(u), torch.cat(q)
+    rules = [gauss_legendre(a, b, k) for a, b, k in panels(law, sigma_min, sigma_max, pixels, resolution)]
+    u, q = torch.cat([u for u, _ in rules]), torch.cat([q for _, q in rules])
     return SIGMA_LAWS[law](u, sigma_min, sigma_max), q.log()
 
 
