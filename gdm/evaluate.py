@@ -174,11 +174,8 @@ def _interval_evidence(cfg: ExperimentConfig, results: PairResults, record: Agre
                        ok: torch.Tensor, per_image: dict) -> tuple[IntervalEvidence, dict]:
     """Intervals of every verdict statistic (gdm.analysis.evidence), seeded by eval.seed: reproducible."""
     rng = np.random.default_rng(cfg.eval.seed)
-    images = [evidence.ImageArrays(
-        sigmas=list(cfg.eval.psnr_sigmas),
-        model_train=_db(per_image["model"][s]["train"]), model_test=_db(per_image["model"][s]["test"]),
-        wiener_train=_baseline(per_image, s, "train"), wiener_test=_baseline(per_image, s, "test"),
-        blind_test=_db(per_image["blind"][s]["test"]) if "blind" in per_image else None) for s in results.splits]
+    stored = _per_image_arrays(per_image)  # the arrays samples.pt keeps: the report reads the same ones back
+    images = [_stored_images(cfg, stored, s) for s in results.splits]
     diverged = {s: samples[s].diverged for s in samples}
     found, named = evidence.interval_evidence(_seed_arrays(record, diverged, ok), images,
                                               cfg.eval.memorization_threshold, rng)
@@ -201,8 +198,8 @@ def _stored_images(cfg: ExperimentConfig, arrays: dict, split: str) -> evidence.
         return arrays[key].double().numpy() if key in arrays else None
 
     model = {kind: db("model", kind) for kind in ("train", "test")}
-    wiener = {kind: db("wiener", kind) if per_image_key("wiener", split, kind) in arrays
-              else np.zeros_like(model[kind]) for kind in model}  # as _baseline: 0 without the reference
+    wiener = {kind: db("wiener", kind) for kind in model}  # no Wiener reference: a baseline of 0 dB
+    wiener = {kind: np.zeros_like(model[kind]) if w is None else w for kind, w in wiener.items()}
     return evidence.ImageArrays(list(cfg.eval.psnr_sigmas), model["train"], model["test"], wiener["train"],
                                 wiener["test"], db("blind", "test"))
 
@@ -210,17 +207,6 @@ def _stored_images(cfg: ExperimentConfig, arrays: dict, split: str) -> evidence.
 def per_image_key(source: str, split: str, kind: str) -> str:
     """samples.pt's name of one per-image PSNR array [σ, image], e.g. `psnr_model_A_test`."""
     return f"psnr_{source}_{split}_{kind}"
-
-
-def _db(p: psnr.PerImage) -> np.ndarray:
-    return p.output_psnr.double().numpy()
-
-
-def _baseline(per_image: dict, split: str, kind: str) -> np.ndarray:
-    """The gap's paired baseline: the Wiener filter's PSNR per image, or 0 without the Gaussian reference."""
-    if "wiener" in per_image:
-        return _db(per_image["wiener"][split][kind])
-    return np.zeros_like(_db(per_image["model"][split][kind]))
 
 
 def _per_image_arrays(per_image: dict) -> dict[str, torch.Tensor]:
