@@ -179,8 +179,7 @@ def _interval_evidence(cfg: ExperimentConfig, results: PairResults, record: Agre
     diverged = {s: samples[s].diverged for s in samples}
     found, named = evidence.interval_evidence(_seed_arrays(record, diverged, ok), images,
                                               cfg.eval.memorization_threshold, rng)
-    band = [s for s in cfg.eval.psnr_sigmas if controls.SIGMA_BAND[0] <= s <= controls.SIGMA_BAND[1]]
-    return found, evidence.intervals_json(named, results.splits, band)
+    return found, evidence.intervals_json(named, results.splits, controls.band_sigmas(cfg.eval.psnr_sigmas))
 
 
 def evidence_arrays(cfg: ExperimentConfig, arrays: dict, splits: Sequence[str]

@@ -20,7 +20,7 @@ import torch
 
 from gdm import evaluate, figures, lifecycle
 from gdm.analysis import evidence, transition, uncertainty, verdict
-from gdm.analysis.controls import SIGMA_BAND
+from gdm.analysis.controls import band_sigmas
 from gdm.cells import (
     EvalPair,
     Files,
@@ -106,12 +106,11 @@ def pooled_results(cfg: ExperimentConfig, replicates: list[PairResults], samples
     found, named = evidence.interval_evidence(seeds, images, cfg.eval.memorization_threshold,
                                               np.random.default_rng(cfg.eval.seed), resample)
     decided = verdict.verdict(verdict.conditions(found))
-    band = [s for s in cfg.eval.psnr_sigmas if SIGMA_BAND[0] <= s <= SIGMA_BAND[1]]
     mean = _mean_of(replicates)
     memorized = mean.memorized_fraction if found.memorized_fraction is None else found.memorized_fraction.estimate
     return replace(mean, pair=None, memorized_fraction=memorized, verdict=decided.label,
                    verdict_decided_by=decided.decided_by, verdict_checks=decided.outcomes,
-                   intervals=evidence.intervals_json(named, splits, band),
+                   intervals=evidence.intervals_json(named, splits, band_sigmas(cfg.eval.psnr_sigmas)),
                    warnings=[f"replicate {r}: {w}" for r, x in enumerate(replicates) for w in x.warnings or ()] or None)
 
 

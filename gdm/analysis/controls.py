@@ -186,6 +186,13 @@ MEMORIZED_MAJORITY = 0.5  # memorizing: more than this share of the samples copi
 GAP_DB = 0.5  # generalizing: every model's train − test PSNR gap (mean over σ) is below this, dB
 SIGMA_BAND = (0.05, 0.4)  # noise levels (inclusive) over which test PSNR is compared with the Gaussian reference
 GAUSSIAN_TOLERANCE_DB = 0.0  # slack of that comparison, dB: at or above means ≥ reference − this
+
+
+def band_sigmas(sigmas) -> list[float]:
+    """The σ of `sigmas` inside SIGMA_BAND (inclusive), in their order."""
+    return [s for s in sigmas if SIGMA_BAND[0] <= s <= SIGMA_BAND[1]]
+
+
 # the labels of a pair; "inconclusive" comes from deciding on intervals (gdm.analysis.verdict)
 VERDICTS = ("memorizing", "generalizing", "underfit", "transitional", "inconclusive")
 
